@@ -1,0 +1,49 @@
+# spark-collab: every target sets itself up; `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build by default (installs from the local wheel here); GPU users: make setup TORCH_SPEC='torch==2.13.0'
+# with their CUDA index, or any torch>=2.6 already in the venv.
+TORCH_SPEC ?= torch==2.13.0
+SETUP_STAMP := $(VENV)/.setup-done
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+
+.PHONY: setup check-java demo test test-fast lint format bench-wordcount bench-loader bench-train bench-collab \
+        cluster-up cluster-down cluster-status dist clean
+
+setup: $(SETUP_STAMP)
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "error: java not found. PySpark 4 needs Java 17 or 21: apt-get install openjdk-17-jre-headless (or set JAVA_HOME)" >&2; exit 2; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	 if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "error: java $$v found, PySpark 4 needs Java 17 or 21: apt-get install openjdk-17-jre-headless" >&2; exit 2; fi
+
+$(SETUP_STAMP): pyproject.toml | check-java
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(PY) -m spark_jobs wordcount --demo --output runs/demo/wordcount --overwrite --top 15
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not cluster and not distributed"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+
+bench-wordcount: setup
+	$(PY) bench/wordcount.py $(BENCH_ARGS)
+
+clean:
+	rm -rf runs build dist *.egg-info .pytest_cache

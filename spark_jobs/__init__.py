@@ -1,0 +1,1 @@
+"""Driver-side jobs of spark-collab: everything that imports pyspark lives here."""

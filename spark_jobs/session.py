@@ -1,0 +1,155 @@
+"""The one way jobs get a SparkSession.
+
+Precedence, lowest first: ``conf/spark/local.conf`` (spark-defaults format), properties that
+``spark-submit`` already put on the JVM, then ``--master`` and ``--conf key=value`` from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spark_jobs.errors import JobInputError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONF = PROJECT_ROOT / "conf" / "spark" / "local.conf"
+LOG4J_CONF = PROJECT_ROOT / "conf" / "spark" / "log4j2.properties"
+
+
+def read_spark_defaults(path: Path) -> dict[str, str]:
+    """Parse a spark-defaults.conf style file: ``key value`` (or ``key=value``) per line, ``#`` comments."""
+    props: dict[str, str] = {}
+    for line_no, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 1) if "=" not in line.split(None, 1)[0] else line.split("=", 1)
+        if len(parts) != 2 or not parts[1].strip():
+            raise JobInputError(f"{path}:{line_no}: expected 'key value', got {raw!r}")
+        props[parts[0].strip()] = parts[1].strip()
+    return props
+
+
+def parse_conf_overrides(pairs: Iterable[str]) -> dict[str, str]:
+    """Turn ``--conf key=value`` arguments into a dict, rejecting anything without ``=``."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise JobInputError(f"--conf {pair!r}: expected key=value, e.g. --conf spark.sql.shuffle.partitions=8")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def add_spark_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Spark options every job takes."""
+    group = parser.add_argument_group("spark")
+    group.add_argument(
+        "--master",
+        default=None,
+        help="Spark master URL, e.g. local[2] or spark://host:7077 (default: spark-submit's, else conf/spark/local.conf)",
+    )
+    group.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Spark property, repeatable (default: none)",
+    )
+    group.add_argument(
+        "--spark-defaults",
+        default=str(DEFAULT_CONF),
+        metavar="FILE",
+        help="spark-defaults style file with base properties (default: %(default)s)",
+    )
+
+
+def _launched_by_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands Python the gateway through this variable.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def resolve_spark_conf(
+    master: str | None,
+    overrides: Mapping[str, str],
+    defaults_file: str | Path | None = DEFAULT_CONF,
+) -> dict[str, str]:
+    """The properties a job's session is built with (without starting anything)."""
+    props: dict[str, str] = {}
+    if defaults_file:
+        path = Path(defaults_file)
+        if path.exists():
+            props.update(read_spark_defaults(path))
+        elif Path(defaults_file) != DEFAULT_CONF:
+            raise JobInputError(f"--spark-defaults {path}: file not found")
+    if _launched_by_spark_submit():
+        # spark-submit already decided the master; our local default must not override it.
+        props.pop("spark.master", None)
+    if LOG4J_CONF.exists():
+        opts = f"-Dlog4j2.configurationFile={LOG4J_CONF.as_uri()}"
+        existing = props.get("spark.driver.extraJavaOptions", "")
+        props["spark.driver.extraJavaOptions"] = f"{existing} {opts}".strip()
+    props.update(overrides)
+    if master:
+        props["spark.master"] = master
+    return props
+
+
+def get_spark_session(
+    app_name: str,
+    master: str | None = None,
+    conf: Mapping[str, str] | None = None,
+    defaults_file: str | Path | None = DEFAULT_CONF,
+) -> SparkSession:
+    """Build (or reuse) the SparkSession for a job.
+
+    Executors must run the same interpreter as the driver, otherwise they miss our dependencies
+    (rjieba, pyarrow, torch) or run another Python version; ``PYSPARK_PYTHON`` pins that.
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    props = resolve_spark_conf(master, conf or {}, defaults_file)
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in props.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def session_from_args(app_name: str, args: argparse.Namespace) -> SparkSession:
+    """Session for a job whose parser used :func:`add_spark_arguments`."""
+    return get_spark_session(
+        app_name,
+        master=args.master,
+        conf=parse_conf_overrides(args.conf),
+        defaults_file=args.spark_defaults,
+    )
+
+
+@contextmanager
+def job_session(app_name: str, args: argparse.Namespace) -> Iterator[SparkSession]:
+    """Session for one job run; stopped at the end unless the caller already had one running.
+
+    Reusing a live session (tests, notebooks, a driver running several jobs) avoids paying
+    JVM start-up per job; a session we started ourselves is always stopped, even on failure.
+    """
+    from pyspark.sql import SparkSession
+
+    had_session = SparkSession.getActiveSession() is not None
+    spark = session_from_args(app_name, args)
+    try:
+        yield spark
+    finally:
+        if not had_session:
+            spark.stop()
