@@ -45,5 +45,31 @@ format: setup
 bench-wordcount: setup
 	$(PY) bench/wordcount.py $(BENCH_ARGS)
 
+# Local Spark standalone cluster (docs/cluster.md): master + workers on 127.0.0.1 from the venv's pyspark.
+CLUSTER_DIR ?= runs/cluster
+CLUSTER_MASTER_PORT ?= 7077
+CLUSTER_WEBUI_PORT ?= 8080
+CLUSTER_WORKERS ?= 2
+CLUSTER_WORKER_CORES ?= 1
+CLUSTER_WORKER_MEMORY ?= 2g
+CLUSTER_WORKER_WEBUI_PORT ?= 8081
+CLUSTER_ENV = CLUSTER_DIR=$(CLUSTER_DIR) CLUSTER_MASTER_PORT=$(CLUSTER_MASTER_PORT) \
+	CLUSTER_WEBUI_PORT=$(CLUSTER_WEBUI_PORT) CLUSTER_WORKERS=$(CLUSTER_WORKERS) \
+	CLUSTER_WORKER_CORES=$(CLUSTER_WORKER_CORES) CLUSTER_WORKER_MEMORY=$(CLUSTER_WORKER_MEMORY) \
+	CLUSTER_WORKER_WEBUI_PORT=$(CLUSTER_WORKER_WEBUI_PORT) PYTHON=$(abspath $(PY))
+
+cluster-up: setup
+	$(CLUSTER_ENV) scripts/cluster.sh up
+
+cluster-down:
+	$(CLUSTER_ENV) scripts/cluster.sh down
+
+cluster-status:
+	@$(CLUSTER_ENV) scripts/cluster.sh status
+
+# --py-files archive of our packages for spark-submit; the submit lines are in docs/cluster.md.
+dist: setup
+	$(PY) scripts/make_dist.py --output dist/spark_collab.zip
+
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -81,8 +82,13 @@ def resolve_spark_conf(
     master: str | None,
     overrides: Mapping[str, str],
     defaults_file: str | Path | None = DEFAULT_CONF,
+    submitted: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The properties a job's session is built with (without starting anything)."""
+    """The properties a job's session is built with (without starting anything).
+
+    ``submitted``: properties spark-submit already set (``--conf``, ``--properties-file``); they
+    outrank the defaults file, as the precedence above says.
+    """
     props: dict[str, str] = {}
     if defaults_file:
         path = Path(defaults_file)
@@ -90,6 +96,8 @@ def resolve_spark_conf(
             props.update(read_spark_defaults(path))
         elif Path(defaults_file) != DEFAULT_CONF:
             raise JobInputError(f"--spark-defaults {path}: file not found")
+    for key in submitted or {}:
+        props.pop(key, None)
     if _launched_by_spark_submit():
         # spark-submit already decided the master; our local default must not override it.
         props.pop("spark.master", None)
@@ -101,6 +109,41 @@ def resolve_spark_conf(
     if master:
         props["spark.master"] = master
     return props
+
+
+def check_master_reachable(master: str, timeout_s: float = 3.0) -> None:
+    """Fail fast when a standalone master (``spark://h1:p1[,h2:p2]``) accepts no connection.
+
+    Without this, Spark's client retries registration for about a minute and then dies with a JVM
+    stack trace ("All masters are unresponsive"); a closed port is answered in milliseconds.
+    Other master URLs (local, yarn, k8s://) are left to Spark.
+    """
+    if not master.startswith("spark://"):
+        return
+    reasons = []
+    for address in master[len("spark://") :].split(","):
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise JobInputError(f"--master {master}: expected spark://HOST:PORT, e.g. spark://127.0.0.1:7077")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return
+        except OSError as exc:
+            reasons.append(f"{address}: {exc.strerror or exc}")
+    raise JobInputError(
+        f"Spark master {master} is not reachable ({'; '.join(reasons)}): start the cluster "
+        "(`make cluster-up` starts the local one) or pass --master local[*]"
+    )
+
+
+def _submitted_conf() -> dict[str, str]:
+    """Properties spark-submit put on its (already running) JVM; empty when not under spark-submit."""
+    if not _launched_by_spark_submit():
+        return {}
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())
 
 
 def get_spark_session(
@@ -118,7 +161,12 @@ def get_spark_session(
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    props = resolve_spark_conf(master, conf or {}, defaults_file)
+    submitted = _submitted_conf()
+    props = resolve_spark_conf(master, conf or {}, defaults_file, submitted)
+    if SparkSession.getActiveSession() is None:
+        effective = props.get("spark.master") or submitted.get("spark.master")
+        if effective:
+            check_master_reachable(effective)
     builder = SparkSession.builder.appName(app_name)
     for key, value in props.items():
         builder = builder.config(key, value)

@@ -1,0 +1,416 @@
+"""TorchDistributor, with the traps we measured fixed.
+
+``launch(fn, config, ...)`` runs ``fn(config)`` on every torch rank and returns rank 0's result.
+``launch_script(path, args, ...)`` does the same for a Python script (returns None).
+
+What plain ``TorchDistributor.run`` gets wrong (pyspark 4.3) and how this module fixes it:
+
+- Local mode returns the result of whichever rank wrote ``output.pickle`` last. Here every rank
+  runs inside :func:`_rank_entry`, which writes its own status file into a *launch directory*;
+  the driver reads rank 0's file.
+- A failure on a non-zero rank can be swallowed, ``run("script.py")`` returns None even when a
+  rank fails (its torchrun wrapper exits 0), and distributed mode only says "TorchDistributor
+  failed during training". Here each rank writes its traceback (or, if it is stopped by a signal,
+  that fact) to ``rank-<r>.error``; the driver raises :class:`RankFailure` naming the rank that
+  failed first, with the end of its traceback, whatever TorchDistributor itself reported.
+- Nothing bounds a hang. Here the driver waits at most ``timeout_s`` and, once any rank has
+  failed, at most ``failure_grace_s`` more for the others to stop; then it kills the launch's
+  processes (tagged through an environment variable / pid files) and cancels the Spark job.
+
+The launch directory must be visible to the driver and every rank: always true in local mode and
+on a one-machine cluster; on a real cluster put it on a shared filesystem (``launch_dir=``).
+Without that, results still come back (TorchDistributor returns partition 0's output in
+distributed mode) but failures are reported without the rank's traceback.
+
+This module imports pyspark only inside :func:`launch` / :func:`launch_script`, because
+:func:`_rank_entry` and the ``__main__`` script wrapper run inside the torch ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import runpy
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LAUNCH_ID_ENV = "SPARK_COLLAB_LAUNCH_ID"
+TAIL_LINES = 25
+# Exception types that mean "my peer went away", i.e. a consequence of another rank's failure.
+_COMM_ERRORS = ("DistBackendError", "DistNetworkError", "DistStoreError", "DistError")
+_COMM_PATTERNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL error")
+
+
+class LaunchError(RuntimeError):
+    """The launch failed without a rank-level explanation (Spark or torchrun trouble)."""
+
+
+class LaunchTimeout(LaunchError):
+    """The launch ran past ``timeout_s``; its processes were stopped."""
+
+
+class RankFailure(LaunchError):
+    """A rank failed. ``rank`` is its global rank, ``tail`` the end of its traceback."""
+
+    def __init__(self, rank: int, tail: str, summary: str, abrupt: bool = False) -> None:
+        self.rank = rank
+        self.tail = tail
+        self.abrupt = abrupt  # the rank left no traceback (os._exit, signal, OOM kill)
+        super().__init__(f"rank {rank} failed: {summary}\n--- rank {rank} traceback (last lines) ---\n{tail}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Rank side: runs inside each torch process. No pyspark imports here.
+# ----------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _status_path(launch_dir: Path, rank: int, kind: str) -> Path:
+    return launch_dir / f"rank-{rank}.{kind}"
+
+
+def _record_error(launch_dir: Path, rank: int, exc: BaseException | None, note: str = "") -> None:
+    """Write this rank's failure: when it happened, what type, the formatted traceback."""
+    if exc is not None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        kind = type(exc).__name__
+    else:
+        text, kind = note, "Signal"
+    info = {"time": time.time(), "rank": rank, "type": kind, "traceback": text, "host": socket.gethostname()}
+    _atomic_write(_status_path(launch_dir, rank, "error"), pickle.dumps(info))
+
+
+def _start_rank(launch_dir: Path) -> int:
+    """Announce this rank (pid file for the driver's kill path) and trap SIGTERM.
+
+    torchrun stops surviving ranks with SIGTERM when one fails; recording that lets the driver
+    tell the rank that failed from the ranks that were stopped because of it.
+    """
+    rank = _rank()
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(_status_path(launch_dir, rank, "pid"), f"{os.getpid()} {socket.gethostname()}".encode())
+
+    def on_term(signum: int, _frame: Any) -> None:
+        _record_error(
+            launch_dir,
+            rank,
+            None,
+            f"stopped by signal {signum} (another rank failed or the launch timed out)",
+        )
+        os._exit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+    return rank
+
+
+def _rank_entry(payload: tuple[Callable[[Any], Any], Any, str]) -> Any:
+    """What TorchDistributor runs on every rank: ``fn(config)`` plus status bookkeeping."""
+    fn, config, launch_dir_s = payload
+    launch_dir = Path(launch_dir_s)
+    rank = _start_rank(launch_dir)
+    try:
+        result = fn(config)
+    except BaseException as exc:
+        _record_error(launch_dir, rank, exc)
+        raise
+    _atomic_write(_status_path(launch_dir, rank, "ok"), pickle.dumps(result))
+    return result
+
+
+def _script_main(argv: Sequence[str]) -> int:
+    """``launcher.py --launch-dir DIR SCRIPT [ARGS...]``: run SCRIPT as ``__main__`` with bookkeeping."""
+    if len(argv) < 3 or argv[0] != "--launch-dir":
+        print("usage: launcher.py --launch-dir DIR SCRIPT [ARGS...]", file=sys.stderr)
+        return 2
+    launch_dir, script, args = Path(argv[1]), argv[2], list(argv[3:])
+    rank = _start_rank(launch_dir)
+    sys.argv = [script, *args]
+    # torchrun put this file's directory first on sys.path; the script's own directory belongs there.
+    sys.path[0] = str(Path(script).resolve().parent)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            _record_error(launch_dir, rank, exc)
+            raise
+    except BaseException as exc:
+        _record_error(launch_dir, rank, exc)
+        raise
+    _atomic_write(_status_path(launch_dir, rank, "ok"), pickle.dumps(None))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver side.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+def _tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _read_errors(launch_dir: Path) -> list[dict[str, Any]]:
+    errors = []
+    for p in launch_dir.glob("rank-*.error"):
+        try:
+            errors.append(pickle.loads(p.read_bytes()))
+        except (OSError, pickle.UnpicklingError, EOFError):
+            continue
+    return sorted(errors, key=lambda e: e["time"])
+
+
+def _ranks_with(launch_dir: Path, kind: str) -> set[int]:
+    return {int(p.name.split(".")[0].split("-")[1]) for p in launch_dir.glob(f"rank-*.{kind}")}
+
+
+def _is_consequence(err: dict[str, Any]) -> bool:
+    """True for errors that only say a peer disappeared or that we were told to stop."""
+    if err["type"] == "Signal" or err["type"] in _COMM_ERRORS:
+        return True
+    return any(p in err["traceback"] for p in _COMM_PATTERNS)
+
+
+def diagnose(launch_dir: Path, num_processes: int) -> RankFailure | None:
+    """The failure to report, from the per-rank status files; None when no rank failed.
+
+    Priority: the earliest real exception; else a rank that vanished without any status (os._exit,
+    OOM kill, segfault) while others only saw their peer disappear; else the earliest error at all.
+    """
+    errors = _read_errors(launch_dir)
+    started = _ranks_with(launch_dir, "pid")
+    finished = _ranks_with(launch_dir, "ok") | {e["rank"] for e in errors}
+    silent = sorted(started - finished)
+    primary = [e for e in errors if not _is_consequence(e)]
+    others = ", ".join(f"rank {e['rank']}: {e['type']}" for e in errors)
+    if primary:
+        e = primary[0]
+        last = e["traceback"].rstrip().splitlines()[-1] if e["traceback"].strip() else e["type"]
+        return RankFailure(e["rank"], _tail(e["traceback"]), f"{last} (all ranks: {others})")
+    if silent and (errors or len(started) == num_processes):
+        r = silent[0]
+        note = f"also: {others}" if others else "no other rank reported"
+        msg = f"rank {r} died without a Python traceback (os._exit, signal or out-of-memory kill); {note}"
+        tail = "(no traceback: the process exited abruptly; see the rank's output above)"
+        return RankFailure(r, tail, msg, abrupt=True)
+    if errors:
+        e = errors[0]
+        return RankFailure(e["rank"], _tail(e["traceback"]), f"{e['type']} (all ranks: {others})")
+    return None
+
+
+def _kill_launch(launch_dir: Path, launch_id: str) -> None:
+    """SIGKILL every process of this launch on this machine: tagged ones and the ranks' pid files."""
+    me = os.getpid()
+    victims: set[int] = set()
+    host = socket.gethostname()
+    for p in launch_dir.glob("rank-*.pid"):
+        try:
+            pid_s, pid_host = p.read_text().split()
+            if pid_host == host:
+                victims.add(int(pid_s))
+        except (OSError, ValueError):
+            continue
+    tag = f"{LAUNCH_ID_ENV}={launch_id}".encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if tag in (entry / "environ").read_bytes().split(b"\0"):
+                victims.add(int(entry.name))
+        except OSError:
+            continue
+    for pid in victims - {me}:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _make_distributor(num_processes: int, local_mode: bool, use_gpu: bool) -> Any:
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    return TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu)
+
+
+def _run_bounded(
+    run: Callable[[], Any],
+    launch_dir: Path,
+    num_processes: int,
+    timeout_s: float,
+    failure_grace_s: float,
+) -> Any:
+    """Run ``run()`` (a TorchDistributor call) in a thread; return rank 0's result or raise."""
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    launch_id = uuid.uuid4().hex
+    group = f"spark-collab-launch-{launch_id[:12]}"
+    outcome = _Outcome()
+
+    def target() -> None:
+        try:
+            if sc is not None:
+                sc.setJobGroup(group, "spark-collab torch launch", interruptOnCancel=True)
+            outcome.result = run()
+        except BaseException as exc:
+            outcome.error = exc
+        finally:
+            outcome.done = True
+
+    # Local-mode torchrun inherits os.environ: the tag lets the kill path find every process of
+    # this launch (wrapper, torchrun agent, ranks) and nothing else.
+    old_tag = os.environ.get(LAUNCH_ID_ENV)
+    os.environ[LAUNCH_ID_ENV] = launch_id
+    thread = threading.Thread(target=target, name=group, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    timed_out = False
+    first_failure: float | None = None
+    try:
+        while not outcome.done:
+            thread.join(0.2)
+            now = time.monotonic()
+            if first_failure is None and any(launch_dir.glob("rank-*.error")):
+                first_failure = now
+            if now - start > timeout_s or (
+                first_failure is not None and now - first_failure > failure_grace_s
+            ):
+                timed_out = now - start > timeout_s
+                _kill_launch(launch_dir, launch_id)
+                if sc is not None:
+                    sc.cancelJobGroup(group)
+                thread.join(30)
+                break
+    finally:
+        if old_tag is None:
+            os.environ.pop(LAUNCH_ID_ENV, None)
+        else:
+            os.environ[LAUNCH_ID_ENV] = old_tag
+
+    failure = diagnose(launch_dir, num_processes)
+    # After a timeout our own SIGKILLs make every rank look "silent": only a real exception counts.
+    if failure is not None and not (timed_out and failure.abrupt):
+        raise failure
+    if timed_out:
+        raise LaunchTimeout(
+            f"launch did not finish within launch.timeout_s={timeout_s:g}s; its processes were stopped "
+            "(raise launch.timeout_s if the job is just slow)"
+        )
+    if outcome.error is not None:
+        raise LaunchError(f"TorchDistributor failed: {_tail(str(outcome.error), 15)}") from outcome.error
+    ok0 = _status_path(launch_dir, 0, "ok")
+    if ok0.exists():
+        return pickle.loads(ok0.read_bytes())
+    if not outcome.done:
+        raise LaunchError("launch was stopped but TorchDistributor did not return")
+    # No shared filesystem between driver and rank 0: TorchDistributor's own return is rank 0's
+    # in distributed mode (it collects partition 0), which is the only mode where this happens.
+    return outcome.result
+
+
+def _prepare_dir(launch_dir: str | Path | None) -> tuple[Path, bool]:
+    if launch_dir is None:
+        return Path(tempfile.mkdtemp(prefix="spark-collab-launch-")), True
+    path = Path(launch_dir).expanduser().absolute()
+    if path.exists():
+        shutil.rmtree(path)  # status files of an earlier launch would be misread as this one's
+    path.mkdir(parents=True)
+    return path, False
+
+
+def launch(
+    fn: Callable[[Any], Any],
+    config: Any,
+    num_processes: int = 2,
+    local_mode: bool = True,
+    use_gpu: bool = False,
+    timeout_s: float = 600,
+    *,
+    launch_dir: str | Path | None = None,
+    failure_grace_s: float = 20.0,
+) -> Any:
+    """Run ``fn(config)`` on ``num_processes`` torch ranks through TorchDistributor.
+
+    ``fn`` must be a module-level function (it is pickled by reference) taking one picklable
+    argument and returning a small picklable result. An active SparkSession is required.
+
+    Returns rank 0's result. Raises :class:`RankFailure` (with ``.rank``) when any rank fails,
+    :class:`LaunchTimeout` after ``timeout_s``, :class:`LaunchError` for other launch trouble.
+    ``launch_dir`` (default: a fresh temporary directory, removed afterwards) receives the per-rank
+    status files; an existing one is emptied first.
+    """
+    if num_processes < 1:
+        raise ValueError("num_processes must be >= 1")
+    path, temporary = _prepare_dir(launch_dir)
+    try:
+        distributor = _make_distributor(num_processes, local_mode, use_gpu)
+        return _run_bounded(
+            lambda: distributor.run(_rank_entry, (fn, config, str(path))),
+            path,
+            num_processes,
+            timeout_s,
+            failure_grace_s,
+        )
+    finally:
+        if temporary:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def launch_script(
+    script: str | Path,
+    args: Sequence[str] = (),
+    num_processes: int = 2,
+    local_mode: bool = True,
+    use_gpu: bool = False,
+    timeout_s: float = 600,
+    *,
+    launch_dir: str | Path | None = None,
+    failure_grace_s: float = 20.0,
+) -> None:
+    """Run a Python script on every rank (as ``torchrun SCRIPT ARGS`` would); raise like :func:`launch`."""
+    script_path = Path(script).expanduser().absolute()
+    if not script_path.is_file():
+        raise ValueError(f"{script_path}: script not found")
+    path, temporary = _prepare_dir(launch_dir)
+    try:
+        distributor = _make_distributor(num_processes, local_mode, use_gpu)
+        wrapper = str(Path(__file__).resolve())
+        _run_bounded(
+            lambda: distributor.run(wrapper, "--launch-dir", str(path), str(script_path), *map(str, args)),
+            path,
+            num_processes,
+            timeout_s,
+            failure_grace_s,
+        )
+    finally:
+        if temporary:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(_script_main(sys.argv[1:]))

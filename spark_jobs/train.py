@@ -1,0 +1,153 @@
+"""``spark-collab train``: data-parallel training (DDP/FSDP) launched by TorchDistributor.
+
+Thin entry point: parse the config, check the inputs, start Spark, launch ``training.loop.train``
+on ``launch.num_processes`` ranks, print the outcome. All training logic lives in ``training/``.
+
+Examples::
+
+    spark-collab shard --source mnist5k --output runs/shards/mnist5k --shards 2
+    spark-collab train --config conf/train/mlp_seed.toml
+    spark-collab train --config conf/train/mlp_seed.toml --set train.strategy=fsdp --set run.dir=runs/train/fsdp
+    spark-submit spark_jobs/train.py --config conf/train/cnn.toml --set launch.local_mode=false
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from spark_jobs.cli import HelpFormatter, run_cli
+from spark_jobs.errors import JobInputError
+from spark_jobs.session import add_spark_arguments, job_session
+
+# What a run directory may hold; --overwrite removes exactly these (never anything else).
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json", "curves.png")
+RUN_DIRS = ("launch",)
+EXIT_RANK_FAILURE = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spark-collab train",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--config", default=None, help="training config (TOML), e.g. conf/train/mlp_seed.toml"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key, repeatable, e.g. --set train.epochs=3 --set launch.num_processes=2",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier run in run.dir (without it, an existing run is refused "
+        "unless run.resume=true)",
+    )
+    parser.add_argument(
+        "--describe", action="store_true", help="print every config key, its value and meaning; exit"
+    )
+    add_spark_arguments(parser)
+    return parser
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute()) if path else path
+
+
+def _check_inputs(cfg, overwrite: bool):  # type: ignore[no-untyped-def]
+    """Everything that can be checked before Spark starts; returns cfg with absolute paths."""
+    from training.data import read_manifest
+
+    # Ranks may run with another working directory (distributed mode): pass absolute paths.
+    cfg.data = dataclasses.replace(cfg.data, shards=_absolute(cfg.data.shards), test=_absolute(cfg.data.test))
+    cfg.run = dataclasses.replace(cfg.run, dir=_absolute(cfg.run.dir))
+    try:
+        manifest = read_manifest(cfg.data.shards)
+        if cfg.data.test:
+            read_manifest(cfg.data.test)
+    except ValueError as exc:
+        raise JobInputError(f"data.shards/data.test: {exc}") from None
+    n = len(manifest["splits"].get(cfg.data.train_split, {}).get("shards", []))
+    if n < cfg.launch.num_processes:
+        raise JobInputError(
+            f"data.shards: {cfg.data.shards} has {n} {cfg.data.train_split!r} shards for "
+            f"launch.num_processes={cfg.launch.num_processes}; re-shard with --shards "
+            f"{cfg.launch.num_processes} or --set launch.num_processes={max(n, 1)}"
+        )
+    run_dir = Path(cfg.run.dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise JobInputError(f"run.dir {run_dir} exists and is not a directory")
+    earlier = [name for name in (*RUN_FILES, *RUN_DIRS) if (run_dir / name).exists()]
+    if earlier and not cfg.run.resume:
+        if not overwrite:
+            raise JobInputError(
+                f"run.dir {run_dir} holds an earlier run ({', '.join(earlier)}); pass --overwrite, "
+                "--set run.resume=true, or another --set run.dir=..."
+            )
+        import shutil
+
+        for name in earlier:
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return cfg
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    t_start = time.time()
+    args = build_parser().parse_args(argv)
+    from training.config import describe, load_config
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ValueError as exc:
+        raise JobInputError(str(exc)) from None
+    if args.describe:
+        print(describe(cfg))
+        return 0
+    cfg = _check_inputs(cfg, args.overwrite)
+
+    from spark_jobs.launcher import LaunchError, launch
+    from training.loop import train
+
+    launch_cfg = cfg.launch
+    with job_session("spark-collab train", args) as spark:
+        spark.sparkContext.setLocalProperty("callSite.short", "spark-collab train")
+        try:
+            result = launch(
+                train,
+                cfg,
+                num_processes=launch_cfg.num_processes,
+                local_mode=launch_cfg.local_mode,
+                use_gpu=launch_cfg.use_gpu,
+                timeout_s=launch_cfg.timeout_s,
+                launch_dir=Path(cfg.run.dir) / "launch",
+            )
+        except LaunchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_RANK_FAILURE
+    first = result["timings"].get("first_step_unix")
+    test = result.get("test_accuracy")
+    print(
+        f"done: {result['model']} {result['strategy']} x{result['world_size']} "
+        f"val_accuracy={result.get('val_accuracy')} test_accuracy={test if test is None else round(test, 4)} "
+        f"samples/s={result.get('samples_per_s') or 0:.0f} "
+        f"start->first step {((first or time.time()) - t_start):.1f}s; results in {cfg.run.dir}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

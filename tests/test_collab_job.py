@@ -1,0 +1,113 @@
+"""``spark-collab collab``: input checks before Spark, and one real TorchDistributor launch per mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import spark_args
+from train_shards import blob_shards
+
+from spark_jobs.collab import main
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    # 4 training shards (clients), a val and a test split; 16-dim separable blobs, 4 classes.
+    return blob_shards(tmp_path_factory.mktemp("collab") / "blobs", n_train=512, shards=4)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.toml"
+    path.write_text(text)
+    return path
+
+
+def _cfg(tmp_path: Path, shards: Path, collab: str, extra: str = "") -> Path:
+    return _write(
+        tmp_path,
+        f"""
+[model]
+name = "mlp_seed"
+[data]
+shards = "{shards}"
+[optim]
+lr = 0.05
+decay = 0.0
+[train]
+epochs = 2
+batch_size = 32
+[launch]
+num_processes = 2
+timeout_s = 240
+[run]
+dir = "{tmp_path / "run"}"
+[collab]
+{collab}
+{extra}
+""",
+    )
+
+
+def test_average_fusion_across_different_inits_refused_before_spark(tmp_path, shards, capsys):
+    cfg = _cfg(tmp_path, shards, 'mode = "dml"\nfusion = "average"')
+    assert main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: collab.fusion = 'average' refused") and "different initialisations" in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+    cfg = _cfg(tmp_path, shards, 'mode = "dml"\nfusion = "average"\npeers = ["mlp_seed", "mlp"]\nsame_init = true')
+    assert main(["--config", str(cfg)]) == 2
+    assert "different architectures" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("collab", "overrides", "message"),
+    [
+        ('mode = "fedavg"', ["--set", "launch.num_processes=8", "--set", "train.batch_size=32"], "re-shard with --shards 8"),
+        ('mode = "dml"', ["--set", "data.test_split=holdout"], "no 'holdout' split"),
+        ('mode = "dml"', ["--set", "collab.weight=-1"], "collab.weight"),
+        ('mode = "gossip"', [], "collab.mode"),
+    ],
+)
+def test_bad_input_is_one_error_line(tmp_path, shards, capsys, collab, overrides, message):
+    cfg = _cfg(tmp_path, shards, collab)
+    assert main(["--config", str(cfg), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_without_collab_section_is_refused(tmp_path, shards, capsys):
+    cfg = _write(tmp_path, f'[data]\nshards = "{shards}"\n')
+    assert main(["--config", str(cfg)]) == 2
+    assert "no [collab] section" in capsys.readouterr().err
+
+
+def test_shipped_configs_parse():
+    from training.config import load_config
+
+    root = Path(__file__).resolve().parent.parent / "conf" / "collab"
+    modes = {load_config(p).collab.mode for p in sorted(root.glob("*.toml"))}
+    assert {"dml", "fedavg", "local_sgd"} <= modes
+
+
+@pytest.mark.distributed
+def test_dml_with_heterogeneous_peers_through_torchdistributor(spark, tmp_path, shards):
+    cfg = _cfg(tmp_path, shards, 'mode = "dml"\npeers = ["mlp_seed", "mlp"]\nweight = 1.0\ntarget_accuracy = 0.5')
+    assert main(["--config", str(cfg), "--set", "model.hidden=32", *spark_args()]) == 0
+    run = tmp_path / "run"
+    result = json.loads((run / "result.json").read_text())
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert result["world_size"] == 2 and result["peers"] == ["mlp_seed", "mlp"]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    final = result["final"]
+    assert len(final["peer_acc"]) == 2 and final["fusion"] == "ensemble"
+    assert final["fused_acc"] > 0.5  # 4 separable classes: chance is 0.25
+    assert 0.0 <= final["disagreement"] <= 1.0 and final["pairwise_kl"] >= 0.0
+    assert result["config"]["collab"]["peers"] == ["mlp_seed", "mlp"]
+    for png in ("accuracy.png", "agreement.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # An existing run.dir is refused without --overwrite.
+    assert main(["--config", str(cfg), *spark_args()]) == 2

@@ -1,0 +1,90 @@
+"""Tokenizers against their one-line definitions (plain Python), with hypothesis for the edge cases."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spark_jobs.tokenizers import (
+    cjk_tokens,
+    decode_lines,
+    get_tokenizer,
+    strip_line_boms,
+    whitespace_tokens,
+    words_tokens,
+)
+
+# Whitespace that str.split() knows but a naive " "-split or ASCII \s would miss.
+ODD_SPACE = " \t\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2003\u2028\u202f\u3000"
+ALPHABET = st.sampled_from(
+    list(ODD_SPACE)
+    + list("abcXYZ_09éÉßİΣσς²Ⅻ٣-.,;!?'\ufeff\u200b\u0301")
+    + ["中", "国", "人", "你", "好", "😀"]
+)
+LINE = st.text(alphabet=ALPHABET, max_size=40)
+LINES = st.lists(LINE, max_size=8)
+
+
+def ref_whitespace(line: str) -> list[str]:
+    return line.removeprefix("\ufeff").split()
+
+
+def ref_words(line: str) -> list[str]:
+    return re.findall(r"\w+", line.lower())
+
+
+@given(LINES)
+@settings(max_examples=300, deadline=None)
+def test_block_of_lines_equals_line_by_line(lines: list[str]) -> None:
+    # The engines tokenize "\n"-joined blocks; that must equal tokenizing each line.
+    block = "\n".join(lines)
+    assert whitespace_tokens(block) == [t for line in lines for t in ref_whitespace(line)]
+    assert words_tokens(block) == [t for line in lines for t in ref_words(line)]
+
+
+@given(LINES)
+@settings(max_examples=200, deadline=None)
+def test_cjk_only_splits_words_further(lines: list[str]) -> None:
+    block = "\n".join(lines)
+    words = words_tokens(block)
+    pieces = cjk_tokens(block)
+    assert "".join(pieces) == "".join(words)
+    assert all(re.fullmatch(r"\w+", p) for p in pieces)
+    if not re.search("[\u4e00-\u9fff]", block):
+        assert pieces == words
+
+
+def test_examples_by_hand() -> None:
+    assert whitespace_tokens("\ufeffHello,\u00a0World\u2003x\x1cy\x0bz\x0c") == ["Hello,", "World", "x", "y", "z"]
+    assert words_tokens("\ufeffHello, WORLD! it's x_y 42") == ["hello", "world", "it", "s", "x_y", "42"]
+    assert cjk_tokens("我爱北京天安门。Hello, 世界!") == ["我", "爱", "北京", "天安门", "hello", "世界"]
+    assert cjk_tokens("Café naïve") == ["café", "naïve"]
+    # A BOM at the start of any line of a block goes; one inside a word stays (it is not a BOM there).
+    assert strip_line_boms("\ufeffa\n\ufeffb c\ufeffd") == "a\nb c\ufeffd"
+
+
+def test_get_tokenizer_rejects_unknown() -> None:
+    assert get_tokenizer("words") is words_tokens
+    try:
+        get_tokenizer("letters")
+    except ValueError as exc:
+        assert "letters" in str(exc)
+    else:
+        raise AssertionError("unknown tokenizer accepted")
+
+
+@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_decode_lines_counts_invalid_lines(lines: list[bytes]) -> None:
+    expected_bad = 0
+    expected: list[str] = []
+    for raw in lines:
+        try:
+            expected.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            expected_bad += 1
+            expected.append(raw.decode("utf-8", errors="replace"))
+    text, bad = decode_lines(b"\n".join(lines))
+    assert (text, bad) == ("\n".join(expected), expected_bad)

@@ -1,0 +1,426 @@
+"""Training configuration: TOML sections mapped onto dataclasses, ``--set`` overrides last.
+
+One typed chain, in this order: dataclass defaults, the TOML file, then ``--set section.key=value``
+overrides. Unknown sections or keys and wrong value types raise :class:`ValueError` naming the key
+(the CLI turns that into a one-line ``error:``). Every field carries a docstring (the string right
+below it); :func:`describe` prints them.
+
+The config object is a plain tree of dataclasses, so it pickles and can be handed to
+TorchDistributor as the one argument of a rank function.
+
+Sections::
+
+    [model] [data] [optim] [train] [launch] [run] [fault]   always present (defaults)
+    [collab]                                                 optional, collaborative training only
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import itertools
+import textwrap
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp_seed"
+    """Registered model name: mlp_seed (the seed's 784-10-10 MLP), mlp (wider MLP), cnn (LeNet-style)."""
+    hidden: int = 256
+    """Hidden width of the wider ``mlp`` (its two hidden layers); mlp_seed and cnn ignore it."""
+
+
+@dataclass
+class DataConfig:
+    shards: str = "runs/shards/mnist5k"
+    """Output directory of ``spark-collab shard`` (holds manifest.json)."""
+    test: str = ""
+    """Optional separate shards directory for the test accuracy (e.g. real MNIST t10k); empty: use ``shards``."""
+    train_split: str = "train"
+    """Split trained on; rank r reads shards r, r+W, ... (W = number of processes)."""
+    val_split: str = "val"
+    """Split for the per-epoch validation accuracy; skipped when the shards have no such split."""
+    test_split: str = "test"
+    """Split for the final test accuracy (in ``test`` when set, else in ``shards``); skipped when absent."""
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    """Optimizer: sgd or adam."""
+    lr: float = 0.01
+    """Base learning rate."""
+    momentum: float = 0.9
+    """SGD momentum (sgd only)."""
+    nesterov: bool = True
+    """Nesterov momentum (sgd only)."""
+    decay: float = 1e-6
+    """Keras-style time decay per optimizer step: lr_t = lr / (1 + decay * step); 0 disables it."""
+    weight_decay: float = 0.0
+    """L2 weight decay passed to the optimizer."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam betas (adam only)."""
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 10
+    """Number of passes over the training split."""
+    batch_size: int = 128
+    """GLOBAL batch size per optimizer step; each of the W ranks takes batch_size / W samples."""
+    strategy: str = "ddp"
+    """Data-parallel strategy: ddp (DistributedDataParallel) or fsdp (FSDP2 fully_shard)."""
+    seed: int = 0
+    """Seed for model initialisation and the per-epoch shuffle (the same on every rank)."""
+    bf16: bool = False
+    """Run forward/loss under bf16 autocast (useful on GPU; parameters and optimizer stay float32)."""
+    eval_batch_size: int = 1024
+    """Per-rank batch size for validation and test evaluation."""
+    max_steps_per_epoch: int = 0
+    """Cap on optimizer steps per epoch (0 = no cap); for smoke tests and benchmarks."""
+
+
+@dataclass
+class LaunchConfig:
+    num_processes: int = 2
+    """Number of torch ranks TorchDistributor starts."""
+    local_mode: bool = True
+    """True: ranks run on the driver machine (torchrun); False: one Spark barrier task per rank."""
+    use_gpu: bool = False
+    """Train on CUDA with NCCL (one GPU per rank); False: CPU with gloo."""
+    timeout_s: int = 600
+    """Wall-clock limit for the whole launch; also the process-group timeout for collectives."""
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/train/default"
+    """Run directory: result.json, metrics.jsonl, checkpoints, plots, launch/ (per-rank status)."""
+    resume: bool = False
+    """Continue from the checkpoint in ``dir`` when there is one (otherwise start fresh)."""
+    checkpoint: bool = True
+    """Write a checkpoint at the end of every epoch (main rank, atomic)."""
+    plots: bool = True
+    """Write loss/accuracy curves as PNG at the end."""
+
+
+@dataclass
+class FaultConfig:
+    fail_rank: int = -1
+    """Fault injection: the global rank that fails (-1: off)."""
+    fail_at_step: int = -1
+    """Fault injection: global optimizer step (0-based, counted across epochs) at which it fails."""
+    mode: str = "raise"
+    """How it fails: raise (a Python exception with a traceback) or exit (os._exit(1), no traceback)."""
+
+
+@dataclass
+class CollabConfig:
+    mode: str = "dml"
+    """Collaborative mode: dml (deep mutual learning), fedavg (federated averaging), local_sgd."""
+    peers: list[str] = field(default_factory=list)
+    """Model names of the peers (one per rank, cycled); empty: every rank uses [model].name."""
+    weight: float = 1.0
+    """DML: weight of the mutual (KL) term against the cross-entropy term."""
+    temperature: float = 1.0
+    """DML: softmax temperature for the mutual term."""
+    rounds: int = 10
+    """FedAvg / local SGD: communication rounds."""
+    local_epochs: int = 1
+    """FedAvg / local SGD: local epochs between averaging rounds."""
+    fraction: float = 1.0
+    """FedAvg: fraction of clients taking part in each round."""
+    mu: float = 0.0
+    """FedProx proximal term weight (0 = plain FedAvg)."""
+    fusion: str = "ensemble"
+    """DML: how peers are fused at the end: ensemble (average probabilities), average (average parameters; needs same_init), none."""
+    target_accuracy: float = 0.0
+    """Report the first round (fedavg/local_sgd) or epoch (dml) whose fused test accuracy reaches this (0 = not tracked)."""
+    same_init: bool = False
+    """DML: start every peer from the same initialisation (needed for fusion = "average"); false: peer r uses seed + 1000 r."""
+    sync_steps: int = 0
+    """local_sgd: average the models every this many local optimizer steps (0: after every local_epochs epochs)."""
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """[model] section."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """[data] section."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """[optim] section."""
+    train: TrainSection = field(default_factory=TrainSection)
+    """[train] section."""
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    """[launch] section."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """[run] section."""
+    fault: FaultConfig = field(default_factory=FaultConfig)
+    """[fault] section."""
+    collab: CollabConfig | None = None
+    """[collab] section; present only in collaborative configs."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/TOML friendly); ``collab`` left out when absent."""
+        out = dataclasses.asdict(self)
+        if out["collab"] is None:
+            del out["collab"]
+        return out
+
+
+# Section name -> dataclass; the one place that lists them.
+SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(TrainConfig)[f.name] for f in dataclasses.fields(TrainConfig)
+}
+SECTIONS["collab"] = CollabConfig
+STRATEGIES = ("ddp", "fsdp")
+OPTIMIZERS = ("sgd", "adam")
+COLLAB_MODES = ("dml", "fedavg", "local_sgd")
+FUSIONS = ("ensemble", "average", "none")
+FAULT_MODES = ("raise", "exit")
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> (X, True); anything else -> (tp, False)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotated type; ints widen to float; nothing else converts."""
+    tp, optional = _strip_optional(tp)
+    if value is None and optional:
+        return None
+    if typing.get_origin(tp) is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ValueError(f"{key}: expected a list of {item_tp.__name__}, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: unsupported field type {tp!r}")  # a bug in this module, not user input
+
+
+def _build_section(name: str, values: Mapping[str, Any], base: Any | None = None) -> Any:
+    cls = SECTIONS[name]
+    if not isinstance(values, Mapping):
+        raise ValueError(f"[{name}]: expected a table of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"{name}.{key}: unknown key; known keys in [{name}]: {', '.join(sorted(known))}")
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    current = base if base is not None else cls()
+    return dataclasses.replace(current, **kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """Build a :class:`TrainConfig` from nested dicts (parsed TOML), on top of ``base`` or defaults."""
+    cfg = dataclasses.replace(base) if base is not None else TrainConfig()
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ValueError(f"[{section}]: unknown section; known sections: {', '.join(SECTIONS)}")
+        setattr(cfg, section, _build_section(section, values, getattr(cfg, section)))
+    return cfg
+
+
+def _parse_value(raw: str) -> Any:
+    """A ``--set`` value: a TOML literal (1, 0.5, true, "x", [1, 2]) or else the bare string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def parse_override(item: str) -> tuple[str, str, Any]:
+    """``section.key=value`` -> (section, key, value converted to the field's type)."""
+    lhs, sep, raw = item.partition("=")
+    section, dot, key = lhs.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ValueError(f"--set {item!r}: expected section.key=value, e.g. --set train.epochs=3")
+    if section not in SECTIONS:
+        raise ValueError(f"--set {lhs}: unknown section {section!r}; known sections: {', '.join(SECTIONS)}")
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    if key not in hints:
+        known = ", ".join(sorted(f.name for f in dataclasses.fields(cls)))
+        raise ValueError(f"--set {lhs}: unknown key; known keys in [{section}]: {known}")
+    raw = raw.strip()
+    value = _parse_value(raw)
+    target, _ = _strip_optional(hints[key])
+    if target is str and not isinstance(value, str):
+        value = raw  # run.dir=123 or model.name=cnn2 are strings, whatever TOML thinks
+    elif typing.get_origin(target) is list and isinstance(value, str):
+        # Convenience: --set collab.peers=mlp,cnn
+        value = [_parse_value(v.strip()) for v in raw.split(",") if v.strip()]
+    return section, key, value
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
+    """Apply ``--set section.key=value`` items in order (later wins)."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        section, key, value = parse_override(item)
+        grouped.setdefault(section, {})[key] = value
+    return config_from_dict(grouped, cfg)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Range and choice checks across fields; raises ValueError naming the key and the fix."""
+    from training.models import available_models
+
+    def bad(key: str, msg: str) -> None:
+        raise ValueError(f"{key}: {msg}")
+
+    if cfg.model.name not in available_models():
+        bad("model.name", f"unknown model {cfg.model.name!r}; choose one of: {', '.join(available_models())}")
+    if cfg.model.hidden < 1:
+        bad("model.hidden", "must be >= 1")
+    if not cfg.data.shards:
+        bad("data.shards", "set it to the output directory of `spark-collab shard`")
+    if cfg.optim.name not in OPTIMIZERS:
+        bad("optim.name", f"unknown optimizer {cfg.optim.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    if cfg.optim.lr <= 0:
+        bad("optim.lr", "must be > 0")
+    if cfg.optim.decay < 0:
+        bad("optim.decay", "must be >= 0")
+    if not 0 <= cfg.optim.momentum < 1:
+        bad("optim.momentum", "must be in [0, 1)")
+    if cfg.optim.nesterov and cfg.optim.name == "sgd" and cfg.optim.momentum == 0:
+        bad("optim.nesterov", "Nesterov needs optim.momentum > 0; set optim.nesterov=false")
+    if len(cfg.optim.betas) != 2:
+        bad("optim.betas", "expected two numbers, e.g. [0.9, 0.999]")
+    if cfg.train.epochs < 1:
+        bad("train.epochs", "must be >= 1")
+    if cfg.train.strategy not in STRATEGIES:
+        bad(
+            "train.strategy",
+            f"unknown strategy {cfg.train.strategy!r}; choose one of: {', '.join(STRATEGIES)}",
+        )
+    if cfg.train.eval_batch_size < 1:
+        bad("train.eval_batch_size", "must be >= 1")
+    if cfg.train.max_steps_per_epoch < 0:
+        bad("train.max_steps_per_epoch", "must be >= 0 (0 = no cap)")
+    if cfg.launch.num_processes < 1:
+        bad("launch.num_processes", "must be >= 1")
+    if cfg.train.batch_size < 1 or cfg.train.batch_size % cfg.launch.num_processes:
+        bad(
+            "train.batch_size",
+            f"global batch {cfg.train.batch_size} must be a positive multiple of launch.num_processes="
+            f"{cfg.launch.num_processes} (each rank takes an equal share)",
+        )
+    if cfg.launch.timeout_s < 1:
+        bad("launch.timeout_s", "must be >= 1 second")
+    if not cfg.run.dir:
+        bad("run.dir", "set a run directory, e.g. runs/train/mlp_seed")
+    if cfg.fault.mode not in FAULT_MODES:
+        bad("fault.mode", f"choose one of: {', '.join(FAULT_MODES)}")
+    if cfg.fault.fail_rank >= cfg.launch.num_processes:
+        bad(
+            "fault.fail_rank",
+            f"rank {cfg.fault.fail_rank} does not exist with {cfg.launch.num_processes} processes",
+        )
+    if cfg.collab is not None:
+        c = cfg.collab
+        if c.mode not in COLLAB_MODES:
+            bad("collab.mode", f"unknown mode {c.mode!r}; choose one of: {', '.join(COLLAB_MODES)}")
+        if c.fusion not in FUSIONS:
+            bad("collab.fusion", f"unknown fusion {c.fusion!r}; choose one of: {', '.join(FUSIONS)}")
+        for i, peer in enumerate(c.peers):
+            if peer not in available_models():
+                bad(
+                    f"collab.peers[{i}]",
+                    f"unknown model {peer!r}; choose one of: {', '.join(available_models())}",
+                )
+        if not 0 < c.fraction <= 1:
+            bad("collab.fraction", "must be in (0, 1]")
+        if c.temperature <= 0:
+            bad("collab.temperature", "must be > 0")
+        if c.rounds < 1:
+            bad("collab.rounds", "must be >= 1")
+        if c.local_epochs < 1:
+            bad("collab.local_epochs", "must be >= 1")
+        if c.mu < 0:
+            bad("collab.mu", "must be >= 0")
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, check: bool = True) -> TrainConfig:
+    """Defaults, then the TOML file at ``path`` (None: defaults only), then ``overrides``; validated.
+
+    Raises ValueError (naming the key or the file) for anything wrong.
+    """
+    cfg = TrainConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"--config {p}: file not found")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"--config {p}: invalid TOML: {exc}") from None
+        cfg = config_from_dict(data, cfg)
+    cfg = apply_overrides(cfg, overrides)
+    return validate(cfg) if check else cfg
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of dataclass ``cls`` (read from the source)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = nxt.value.value
+    return docs
+
+
+def describe(cfg: TrainConfig | None = None) -> str:
+    """Every section and key with its current value and docstring (for ``--describe``)."""
+    cfg = cfg or TrainConfig(collab=CollabConfig())
+    lines: list[str] = []
+    for name, cls in SECTIONS.items():
+        section = getattr(cfg, name)
+        if section is None:
+            section = cls()
+        lines.append(f"[{name}]")
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            lines.append(f"  {f.name} = {getattr(section, f.name)!r}")
+            lines.append(f"      {docs.get(f.name, '')}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""What a run leaves behind, written by the main rank only.
+
+- ``metrics.jsonl``: one JSON object per epoch (``epoch``, ``step``, ``train_loss``,
+  ``train_accuracy``, ``val_accuracy``, ``samples_per_s``, ``epoch_time_s``, ``lr``, ``elapsed_s``).
+- ``result.json``: final metrics, config, world size, device and timings.
+- ``curves.png``: loss and accuracy per epoch (matplotlib, Agg backend: no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+CURVES = "curves.png"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def progress_line(rec: dict[str, Any], epochs: int) -> str:
+    """One readable line per epoch."""
+    val = rec.get("val_accuracy")
+    val_s = f"{val:.4f}" if val is not None else "  -   "
+    return (
+        f"epoch {rec['epoch']:>3}/{epochs}  loss {rec['train_loss']:.4f}  acc {rec['train_accuracy']:.4f}  "
+        f"val_acc {val_s}  {rec['samples_per_s']:>9.0f} samples/s  {rec['epoch_time_s']:.2f}s  lr {rec['lr']:.3g}"
+    )
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def reset_metrics(run_dir: str | Path, keep_through_epoch: int) -> list[dict[str, Any]]:
+    """Keep the records of epochs <= ``keep_through_epoch`` (a resume point); drop later ones."""
+    kept = [r for r in read_metrics(run_dir) if r["epoch"] <= keep_through_epoch]
+    path = Path(run_dir) / METRICS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def append_metrics(run_dir: str | Path, rec: dict[str, Any]) -> None:
+    path = Path(run_dir) / METRICS
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(rec) + "\n")
+
+
+def write_result(run_dir: str | Path, result: dict[str, Any]) -> Path:
+    path = Path(run_dir) / RESULT
+    _atomic_text(path, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def plot_curves(run_dir: str | Path, records: Sequence[dict[str, Any]], title: str = "") -> Path | None:
+    """Loss and accuracy per epoch as one PNG; None when there is nothing to plot."""
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in records], marker="o", label="train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["train_accuracy"] for r in records], marker="o", label="train")
+    if any(r.get("val_accuracy") is not None for r in records):
+        ax_acc.plot(epochs, [r.get("val_accuracy") for r in records], marker="s", label="validation")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(run_dir) / CURVES
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
