@@ -45,6 +45,14 @@ format: setup
 bench-wordcount: setup
 	$(PY) bench/wordcount.py $(BENCH_ARGS)
 
+# Shard loading: our loader vs TorchDistributor's DataFrame loader vs a bare pyarrow floor (docs/benchmarks.md).
+bench-loader: setup
+	$(PY) bench/loader.py $(BENCH_ARGS)
+
+# Paired comparison arms over seeds (DML vs independent; FedAvg IID vs non-IID vs centralized).
+bench-collab: setup
+	$(PY) bench/collab.py $(BENCH_ARGS)
+
 # Local Spark standalone cluster (docs/cluster.md): master + workers on 127.0.0.1 from the venv's pyspark.
 CLUSTER_DIR ?= runs/cluster
 CLUSTER_MASTER_PORT ?= 7077

@@ -53,7 +53,9 @@ def report(doc: dict) -> str:
             f"{arm} / fedavg-iid  final acc {_ratio(s[arm]['acc']['mean'], iid['acc']['mean'])}"
             + (f"  {at} {_ratio(s[arm][at]['mean'], iid[at]['mean'])}" if at in iid else "")
         )
-    lines.append(f"fedavg-iid / centralized  final acc {_ratio(iid['acc']['mean'], s['centralized']['acc']['mean'])}")
+    lines.append(
+        f"fedavg-iid / centralized  final acc {_ratio(iid['acc']['mean'], s['centralized']['acc']['mean'])}"
+    )
     return "\n".join(lines)
 
 

@@ -128,6 +128,11 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     n = cfg.launch.num_processes
     if c.weight < 0:
         raise JobInputError("collab.weight: must be >= 0 (0 = independent peers, the paired baseline)")
+    if c.mode == "dml" and len(c.peers) > n:
+        raise JobInputError(
+            f"collab.peers lists {len(c.peers)} models for launch.num_processes={n} (one peer per rank); "
+            f"--set launch.num_processes={len(c.peers)} or shorten collab.peers"
+        )
     if c.mode in ("fedavg", "local_sgd") and k < n:
         raise JobInputError(
             f"data.shards: {cfg.data.shards} has {k} {cfg.data.train_split!r} shards (clients) for "
@@ -169,11 +174,15 @@ def _run_one(args: argparse.Namespace) -> int:
     from training.collab_report import progress_lines, summary_line, write_run
     from training.config import describe
 
-    cfg = _load(args.config, args.set)
-    if args.describe:
-        print(describe(cfg))
+    if args.describe:  # also without --config: shows every key, [collab] included
+        from training.config import load_config
+
+        try:
+            print(describe(load_config(args.config, args.set)))
+        except ValueError as exc:
+            raise JobInputError(str(exc)) from None
         return 0
-    cfg = check_config(cfg)
+    cfg = check_config(_load(args.config, args.set))
     t0 = time.time()
     with staged_output(cfg.run.dir, args.overwrite, flag="run.dir") as staging:
         staging.mkdir(parents=True)

@@ -370,24 +370,36 @@ def write_shard_file(table: pa.Table, path: Path, num_classes: int) -> dict[str,
 def make_writer(
     root: str, keys: list[tuple[str, int]], num_classes: int
 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """mapInArrow function: group a task's rows by shard key, write each shard, yield metadata."""
+    """mapInArrow function: write each shard of a task, yield its metadata.
+
+    The task's rows arrive sorted by shard key, so one shard is buffered at a time and written as
+    soon as the next key shows up.
+    """
 
     def write_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        grouped: dict[int, list[pa.RecordBatch]] = {}
-        for batch in batches:
-            key_col = batch.column("_key")
-            for key in pc.unique(key_col).to_pylist():
-                grouped.setdefault(key, []).append(batch.filter(pc.equal(key_col, key)))
-        for key in sorted(grouped):
+        def flush(key: int, parts: list[pa.RecordBatch]) -> pa.RecordBatch:
             split, shard = keys[key]
             rel = f"{shard_dir(split, shard)}/part-00000.parquet"
-            meta = write_shard_file(pa.Table.from_batches(grouped.pop(key)), Path(root) / rel, num_classes)
-            yield pa.RecordBatch.from_pylist(
+            meta = write_shard_file(pa.Table.from_batches(parts), Path(root) / rel, num_classes)
+            return pa.RecordBatch.from_pylist(
                 [{"split": split, "shard": shard, "path": rel, **meta}], schema=meta_schema_arrow()
             )
+
+        current: int | None = None
+        parts: list[pa.RecordBatch] = []
+        for batch in batches:
+            key_col = batch.column("_key")
+            for key in pc.unique(key_col).to_pylist():  # in order of appearance = sorted
+                if key != current:
+                    if current is not None:
+                        yield flush(current, parts)
+                    current, parts = key, []
+                parts.append(batch.filter(pc.equal(key_col, key)))
+        if current is not None:
+            yield flush(current, parts)
 
     return write_partition
 

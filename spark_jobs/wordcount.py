@@ -118,44 +118,17 @@ def _is_empty(path: str) -> bool:
 
 
 def _arrow_count_task(tokenizer: str):
-    """The map side of the ``arrow`` engine: one ``Counter`` per task over whole batches."""
+    """The map side of the ``arrow`` engine: one combiner per task over whole Arrow batches."""
 
     def count_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
+        from spark_jobs.fastcount import BatchCounter
 
-        tokenize = get_tokenizer(tokenizer)
-        counts: Counter[str] = Counter()
-        bad_lines = 0
+        counter = BatchCounter(tokenizer)
         for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            text, bad = decode_lines(_joined_bytes(batch.column(0)))
-            bad_lines += bad
-            # Counter.update on a list counts in C; building per-batch Counters and merging would not.
-            counts.update(tokenize(text))
-        yield _counts_batch(pa, counts, bad_lines)
+            counter.add(batch.column(0))
+        yield counter.result()
 
     return count_batches
-
-
-def _joined_bytes(column: pa.Array) -> bytes:
-    """All values of a binary Arrow column back to back, straight from its data buffer."""
-    import numpy as np
-    import pyarrow as pa
-
-    offset_type = np.int64 if pa.types.is_large_binary(column.type) else np.int32
-    offsets = np.frombuffer(column.buffers()[1], dtype=offset_type)
-    start, end = int(offsets[column.offset]), int(offsets[column.offset + len(column)])
-    return memoryview(column.buffers()[2])[start:end].tobytes()
-
-
-def _counts_batch(pa, counts: Counter[str], bad_lines: int) -> pa.RecordBatch:
-    # The row with a null word carries the number of lines with invalid UTF-8 to the driver.
-    words = [*counts.keys(), None]
-    values = [*counts.values(), bad_lines]
-    return pa.RecordBatch.from_arrays(
-        [pa.array(words, pa.string()), pa.array(values, pa.int64())], names=["word", "count"]
-    )
 
 
 def _lines(spark: SparkSession, files: Sequence[str]) -> DataFrame:
@@ -273,35 +246,39 @@ def run_wordcount(
     """Count ``files`` into ``output``; only the ``top`` rows and three totals reach the driver."""
     from pyspark.sql import functions as F
 
+    from pyspark.sql import Observation
+
     started = time.perf_counter()
     counted = COUNTERS[engine](spark, files, tokenizer)
-    # The aggregate is small (one row per distinct word); caching it lets the write, the totals
-    # and --top share one pass over the input.
-    counted = counted.persist()
-    try:
-        with staged_output(output, overwrite) as staging:
-            table = counted.where(F.col("word").isNotNull() & (F.col("count") >= min_count))
-            writer = table.write.mode("error")
+    # The totals ride along with the write (one pass over the input); the null word is the
+    # invalid-UTF-8 line count that the map side sends.
+    observation = Observation("wordcount")
+    counted = counted.observe(
+        observation,
+        F.sum(F.when(F.col("word").isNull(), F.col("count"))).alias("invalid"),
+        F.sum(F.when(F.col("word").isNotNull(), F.col("count"))).alias("tokens"),
+        F.count(F.col("word")).alias("distinct"),
+    )
+    with staged_output(output, overwrite) as staging:
+        table = counted.where(F.col("word").isNotNull() & (F.col("count") >= min_count))
+        writer = table.write.mode("error")
+        if fmt == "csv":
+            writer = writer.option("header", "true")
+        writer.format(fmt).save(str(staging))
+        totals = observation.get
+        best: list[tuple[str, int]] = []
+        if top > 0:
+            # Read back what was written (small) rather than recompute the count.
+            reader = spark.read.schema(OUTPUT_SCHEMA).format(fmt)
             if fmt == "csv":
-                writer = writer.option("header", "true")
-            writer.format(fmt).save(str(staging))
-            totals = counted.agg(
-                F.sum(F.when(F.col("word").isNull(), F.col("count"))).alias("invalid"),
-                F.sum(F.when(F.col("word").isNotNull(), F.col("count"))).alias("tokens"),
-                F.count(F.col("word")).alias("distinct"),
-            ).first()
-            best = (
-                [(r["word"], int(r["count"])) for r in table.orderBy(F.desc("count"), "word").limit(top).collect()]
-                if top > 0
-                else []
-            )
-    finally:
-        counted.unpersist()
+                reader = reader.option("header", "true")
+            written = reader.load(str(staging))
+            best = [(r["word"], int(r["count"])) for r in written.orderBy(F.desc("count"), "word").limit(top).collect()]
     return WordCountResult(
         output=check_output(output, overwrite=True),
-        distinct_words=int(totals["distinct"] or 0),
-        total_tokens=int(totals["tokens"] or 0),
-        invalid_lines=int(totals["invalid"] or 0),
+        distinct_words=int(totals.get("distinct") or 0),
+        total_tokens=int(totals.get("tokens") or 0),
+        invalid_lines=int(totals.get("invalid") or 0),
         top=best,
         seconds=time.perf_counter() - started,
     )

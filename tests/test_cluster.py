@@ -8,6 +8,7 @@ if any of its processes (daemons, executors, Python workers, torch ranks) is lef
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import subprocess
@@ -139,22 +140,25 @@ def test_unreachable_master_fails_fast_with_a_clear_error(tmp_path: Path) -> Non
 def write_corpus(directory: Path, files: int, lines_per_file: int, seed: int = 7) -> Counter[str]:
     """Generated text with a Zipf-ish vocabulary; returns the plain-Python ``words`` count of it."""
     rng = random.Random(seed)
-    vocab = [
-        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
-        for _ in range(3000)
-    ]
-    vocab += ["Straße", "naïve", "don't", "x_1", "42", "ÉTÉ"]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["".join(rng.choices(letters, k=rng.randint(2, 9))) for _ in range(3000)]
+    vocab += ["Straße", "naïve", "don't", "x_1", "42", "ÉTÉ", "Ünïcode"]
     weights = [1 / (rank + 1) for rank in range(len(vocab))]
+    separators = [" ", "  ", ", ", "\t", " -- "]
     directory.mkdir(parents=True)
     expected: Counter[str] = Counter()
     for index in range(files):
-        lines = []
-        for _ in range(lines_per_file):
-            words = rng.choices(vocab, weights, k=rng.randint(0, 14))
-            line = rng.choice([" ", "  ", ", ", "\t", " -- "]).join(words)
-            lines.append(line)
+        lengths = rng.choices(range(17), k=lines_per_file)
+        words = rng.choices(vocab, weights, k=sum(lengths))
+        lines, start = [], 0
+        for n in lengths:
+            lines.append(rng.choice(separators).join(words[start : start + n]))
+            start += n
+        text = "\n".join(lines) + "\n"
+        # The reference: re.findall(r"\w+", line.lower()) over every line, as the tokenizer is specified.
+        for line in text.splitlines():
             expected.update(re.findall(r"\w+", line.lower()))
-        (directory / f"part-{index:03d}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (directory / f"part-{index:03d}.txt").write_text(text, encoding="utf-8")
     return expected
 
 
@@ -169,7 +173,7 @@ def read_counts(out_dir: Path) -> Counter[str]:
 
 def test_worker_killed_mid_wordcount_gives_exact_counts(two_workers: Cluster, tmp_path: Path) -> None:
     cluster = two_workers
-    expected = write_corpus(tmp_path / "corpus", files=24, lines_per_file=20_000)
+    expected = write_corpus(tmp_path / "corpus", files=24, lines_per_file=3000)
     out_dir = tmp_path / "counts"
     proc = cluster.spark_submit(
         "spark_jobs/wordcount.py",
@@ -191,3 +195,195 @@ def test_worker_killed_mid_wordcount_gives_exact_counts(two_workers: Cluster, tm
     assert cluster.worker_has_run_task(2), "the surviving worker ran no task"
     assert read_counts(out_dir) == expected
     print(f"word count finished {time.monotonic() - killed_at:.1f}s after worker 1 was killed")
+
+
+# ---------------------------------------------------------------------------------------- sharding
+
+
+@pytest.fixture(scope="module")
+def digit_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An undisturbed shard run in a local[2] session: the reference manifest, and training's input."""
+    from conftest import spark_args
+
+    from spark_jobs import shard
+
+    out = tmp_path_factory.mktemp("reference") / "digits"
+    assert shard.main(["--source", "digits", "--output", str(out), "--shards", "2", *spark_args()]) == 0
+    return out
+
+
+def load_manifest(directory: Path) -> dict:
+    return json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+
+
+def assert_files_match_manifest(directory: Path) -> None:
+    """Every file the manifest lists exists with its recorded checksum, and nothing else is there."""
+    import hashlib
+
+    listed = set()
+    for split in load_manifest(directory)["splits"].values():
+        for shard_info in split["shards"]:
+            for entry in shard_info["files"]:
+                data = (directory / entry["path"]).read_bytes()
+                assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+                listed.add(entry["path"])
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*.parquet")}
+    assert present == listed
+
+
+def test_worker_killed_mid_sharding_leaves_nothing_half_done(
+    two_workers: Cluster, digit_shards: Path, tmp_path: Path
+) -> None:
+    cluster = two_workers
+    out_dir = tmp_path / "shards"
+    args = ("--source", "digits", "--output", str(out_dir), "--shards", "2")
+    proc = cluster.spark_submit("spark_jobs/shard.py", *args)
+    ran = wait_for(lambda: cluster.worker_has_run_task(1) or proc.poll() is not None, JOB_TIMEOUT_S)
+    assert ran and proc.poll() is None, "the job ended before worker 1 finished a task"
+    cluster.kill_worker(1)
+    code, out, err = finish(proc)
+    if code == 0:
+        # Spark re-ran the lost work on worker 2: the output must be exactly the undisturbed one.
+        assert load_manifest(out_dir) == load_manifest(digit_shards)
+        assert_files_match_manifest(out_dir)
+    else:
+        # A failed run leaves nothing that looks complete: no output directory, no staging debris.
+        assert not out_dir.exists(), (out + err)[-3000:]
+    assert not list(tmp_path.glob(".shards.*")), "staging directory left behind"
+
+    cluster.up()  # the rerun gets both workers again
+    rerun = cluster.spark_submit("spark_jobs/shard.py", *args, "--overwrite")
+    code, out, err = finish(rerun)
+    assert code == 0, (out + err)[-3000:]
+    assert load_manifest(out_dir) == load_manifest(digit_shards)
+    assert_files_match_manifest(out_dir)
+
+
+# ---------------------------------------------------------------------------------------- training
+
+EPOCHS = 3
+FAIL_AT_STEP = 30  # 1438 train rows / 2 ranks / 32 per rank = 22 steps per epoch: mid-epoch 2
+
+
+def train_args(shards: Path, run_dir: Path, *extra: str) -> list[str]:
+    sets = [
+        f"data.shards={shards}",
+        f"run.dir={run_dir}",
+        "model.name=mlp",
+        f"train.epochs={EPOCHS}",
+        "train.batch_size=64",
+        "launch.num_processes=2",
+        "launch.timeout_s=180",
+        "run.plots=false",
+        *extra,
+    ]
+    args = ["--config", "conf/train/mlp_seed.toml"]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def submit_train(cluster: Cluster, *args: str) -> tuple[int, str]:
+    code, out, err = finish(cluster.spark_submit("spark_jobs/train.py", *args))
+    return code, out + err
+
+
+def model_state(run_dir: Path) -> dict:
+    from training.checkpoint import load_model_state
+
+    return load_model_state(run_dir / "checkpoint.pt")
+
+
+def assert_same_state(a: dict, b: dict, atol: float) -> None:
+    import torch
+
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def app_ids(cluster: Cluster, name: str) -> list[str]:
+    status = cluster.status()
+    return [
+        a["id"] for a in status.get("completedapps", []) + status.get("activeapps", []) if a["name"] == name
+    ]
+
+
+def workers_that_ran(cluster: Cluster, app_id: str) -> list[int]:
+    ran = []
+    for index in range(1, cluster.workers + 1):
+        logs = (cluster.directory / "work" / f"worker-{index}").glob(f"{app_id}/*/stderr")
+        if any("Finished task" in log.read_text(errors="replace") for log in logs):
+            ran.append(index)
+    return ran
+
+
+@pytest.fixture(scope="module")
+def distributed_run(cluster: Cluster, digit_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Undisturbed training on the cluster: TorchDistributor distributed mode, one barrier task per rank."""
+    cluster.up()
+    assert wait_for(lambda: len(cluster.alive_workers()) == cluster.workers, 60)
+    before = set(app_ids(cluster, "spark-collab train"))
+    run_dir = tmp_path_factory.mktemp("train") / "distributed"
+    code, log = submit_train(cluster, *train_args(digit_shards, run_dir, "launch.local_mode=false"))
+    assert code == 0, log[-4000:]
+    (app,) = set(app_ids(cluster, "spark-collab train")) - before
+    # One rank per worker: both workers' executors ran a task of this application.
+    assert workers_that_ran(cluster, app) == [1, 2]
+    return run_dir
+
+
+@pytest.mark.distributed
+def test_distributed_mode_on_the_cluster_matches_local_mode(
+    spark, distributed_run: Path, digit_shards: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from conftest import spark_args
+
+    from spark_jobs import train
+
+    local_dir = tmp_path / "local"
+    assert train.main([*train_args(digit_shards, local_dir, "launch.local_mode=true"), *spark_args()]) == 0
+    dist_result = json.loads((distributed_run / "result.json").read_text())
+    local_result = json.loads((local_dir / "result.json").read_text())
+    assert dist_result["world_size"] == local_result["world_size"] == 2
+    assert dist_result["steps"] == local_result["steps"]
+    # Same data, seed and collective order; executors may use another thread count for the
+    # matrix products, so float32 sums may round differently.
+    assert_same_state(model_state(distributed_run), model_state(local_dir), atol=1e-5)
+    assert dist_result["test_accuracy"] == pytest.approx(local_result["test_accuracy"], abs=0.01)
+
+
+@pytest.mark.distributed
+def test_rank_killed_mid_epoch_then_resume_matches_undisturbed(
+    two_workers: Cluster, distributed_run: Path, digit_shards: Path, tmp_path: Path
+) -> None:
+    cluster = two_workers
+    run_dir = tmp_path / "faulted"
+    fault = (
+        "launch.local_mode=false",
+        "fault.fail_rank=1",
+        f"fault.fail_at_step={FAIL_AT_STEP}",
+        "fault.mode=exit",
+    )
+    start = time.monotonic()
+    code, log = submit_train(cluster, *train_args(digit_shards, run_dir, *fault))
+    elapsed = time.monotonic() - start
+    assert code != 0, log[-4000:]
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert errors and "rank 1" in errors[0], log[-4000:]
+    print(f"rank 1 failure reported; the faulted submission took {elapsed:.1f}s")
+    # Epoch 1 finished and was checkpointed before rank 1 died in epoch 2.
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1]
+
+    code, log = submit_train(
+        cluster, *train_args(digit_shards, run_dir, "launch.local_mode=false", "run.resume=true")
+    )
+    assert code == 0, log[-4000:]
+    resumed = json.loads((run_dir / "result.json").read_text())
+    undisturbed = json.loads((distributed_run / "result.json").read_text())
+    assert resumed["resumed_from_epoch"] == 1
+    assert resumed["steps"] == undisturbed["steps"]
+    assert_same_state(model_state(run_dir), model_state(distributed_run), atol=0)
+    for key in ("train_loss", "val_accuracy", "test_accuracy"):
+        assert resumed[key] == undisturbed[key], key

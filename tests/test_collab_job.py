@@ -57,7 +57,9 @@ def test_average_fusion_across_different_inits_refused_before_spark(tmp_path, sh
     assert err.startswith("error: collab.fusion = 'average' refused") and "different initialisations" in err
     assert err.count("\n") == 1
     assert not (tmp_path / "run").exists()
-    cfg = _cfg(tmp_path, shards, 'mode = "dml"\nfusion = "average"\npeers = ["mlp_seed", "mlp"]\nsame_init = true')
+    cfg = _cfg(
+        tmp_path, shards, 'mode = "dml"\nfusion = "average"\npeers = ["mlp_seed", "mlp"]\nsame_init = true'
+    )
     assert main(["--config", str(cfg)]) == 2
     assert "different architectures" in capsys.readouterr().err
 
@@ -65,10 +67,15 @@ def test_average_fusion_across_different_inits_refused_before_spark(tmp_path, sh
 @pytest.mark.parametrize(
     ("collab", "overrides", "message"),
     [
-        ('mode = "fedavg"', ["--set", "launch.num_processes=8", "--set", "train.batch_size=32"], "re-shard with --shards 8"),
+        (
+            'mode = "fedavg"',
+            ["--set", "launch.num_processes=8", "--set", "train.batch_size=32"],
+            "re-shard with --shards 8",
+        ),
         ('mode = "dml"', ["--set", "data.test_split=holdout"], "no 'holdout' split"),
         ('mode = "dml"', ["--set", "collab.weight=-1"], "collab.weight"),
         ('mode = "gossip"', [], "collab.mode"),
+        ('mode = "dml"\npeers = ["mlp", "mlp", "cnn"]', [], "one peer per rank"),
     ],
 )
 def test_bad_input_is_one_error_line(tmp_path, shards, capsys, collab, overrides, message):
@@ -95,7 +102,9 @@ def test_shipped_configs_parse():
 
 @pytest.mark.distributed
 def test_dml_with_heterogeneous_peers_through_torchdistributor(spark, tmp_path, shards):
-    cfg = _cfg(tmp_path, shards, 'mode = "dml"\npeers = ["mlp_seed", "mlp"]\nweight = 1.0\ntarget_accuracy = 0.5')
+    cfg = _cfg(
+        tmp_path, shards, 'mode = "dml"\npeers = ["mlp_seed", "mlp"]\nweight = 1.0\ntarget_accuracy = 0.5'
+    )
     assert main(["--config", str(cfg), "--set", "model.hidden=32", *spark_args()]) == 0
     run = tmp_path / "run"
     result = json.loads((run / "result.json").read_text())
@@ -111,3 +120,21 @@ def test_dml_with_heterogeneous_peers_through_torchdistributor(spark, tmp_path, 
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # An existing run.dir is refused without --overwrite.
     assert main(["--config", str(cfg), *spark_args()]) == 2
+
+
+@pytest.mark.distributed
+def test_fedprox_with_client_sampling_through_torchdistributor(spark, tmp_path, shards):
+    collab = 'mode = "fedavg"\nrounds = 3\nlocal_epochs = 1\nfraction = 0.5\nmu = 0.01\ntarget_accuracy = 0.6'
+    cfg = _cfg(tmp_path, shards, collab)
+    assert main(["--config", str(cfg), *spark_args()]) == 0
+    run = tmp_path / "run"
+    result = json.loads((run / "result.json").read_text())
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in metrics] == [1, 2, 3]
+    for m in metrics:  # 4 clients, C = 0.5: two distinct clients a round
+        assert len(m["clients"]) == 2 == len(set(m["clients"])) == len(m["client_acc"])
+        assert set(m["clients"]) <= {0, 1, 2, 3}
+    reached = [m["round"] for m in metrics if m["global_acc"] >= 0.6]
+    assert result["round_to_target"] == (reached[0] if reached else None)
+    assert metrics[-1]["global_acc"] > 0.5
+    assert (run / "accuracy.png").exists() and (run / "launch" / "rank-1.ok").exists()

@@ -101,7 +101,7 @@ def _worker(rank: int, port: int, jobs: list[tuple[str, Any]], out_dir: str) -> 
                     results.append(run_dml(cfg, ctx, train, test, keep_state=True))
                 elif kind == "local_sgd":
                     cfg, parts, test = args
-                    results.append(run_local_sgd(cfg, ctx, parts[rank], test))
+                    results.append(run_local_sgd(cfg, ctx, parts[rank], test, keep_state=True))
                 else:
                     cfg, clients, test = args
                     mine = {k: d for k, d in enumerate(clients) if k % WORLD == rank}
@@ -169,10 +169,10 @@ def hand_fedavg(
 
 def hand_local_sgd(
     cfg: TrainConfig, parts: list[ShardData], init: torch.nn.Module, test: ShardData
-) -> list[float]:
+) -> tuple[list[float], dict[str, torch.Tensor]]:
     """Two workers with persistent optimizers; equal-weight parameter mean every sync_steps steps.
 
-    Returns the global test accuracy after each round.
+    Returns the global test accuracy after each round and the final parameters.
     """
     models = [copy.deepcopy(init) for _ in parts]
     opts = [
@@ -208,7 +208,7 @@ def hand_local_sgd(
             m.load_state_dict({k: v.float() for k, v in mean.items()})
         with torch.no_grad():
             accs.append(_acc(torch.softmax(models[0](test.features), 1), test.labels))
-    return accs
+    return accs, models[0].state_dict()
 
 
 def hand_independent(cfg: TrainConfig, train: ShardData, rank: int) -> torch.nn.Module:
@@ -250,7 +250,7 @@ def test_fedavg_round_and_dml_baseline_match_hand_rolled_code(digits, tmp_path, 
     prox = config("fedavg", rounds=2, local_epochs=1, fraction=0.67, mu=0.1)
     dml0 = config("dml", weight=0.0)
     dml0.train = dataclasses.replace(dml0.train, epochs=2)
-    lsgd = config("local_sgd", rounds=3, sync_steps=5)
+    lsgd = config("local_sgd", rounds=4, sync_steps=5)
     parts = iid_clients(train, [500, 300], seed=2)  # one data part per rank, unequal sizes
     res_fed, res_prox, res_dml0, res_lsgd = run_two_ranks(
         [
@@ -278,9 +278,11 @@ def test_fedavg_round_and_dml_baseline_match_hand_rolled_code(digits, tmp_path, 
         assert [r["round"] for r in res["history"]] == [1, 2]
     assert len(res_prox["history"][0]["clients"]) == 2
 
-    lsgd_ref = hand_local_sgd(lsgd, parts, init, test)
+    lsgd_ref, lsgd_state = hand_local_sgd(lsgd, parts, init, test)
+    for name, tensor in lsgd_state.items():
+        assert torch.allclose(res_lsgd["state"][name], tensor, atol=1e-5), name
     assert [r["global_acc"] for r in res_lsgd["history"]] == pytest.approx(lsgd_ref, abs=1.5 / len(test))
-    assert [r["steps_per_round"] for r in res_lsgd["history"]] == [5, 5, 5]
+    assert [r["steps_per_round"] for r in res_lsgd["history"]] == [5, 5, 5, 5]
 
     # weight = 0: each peer is exactly the independently trained model with the same init and batches.
     models = [hand_independent(dml0, train, r) for r in range(WORLD)]

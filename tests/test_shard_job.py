@@ -28,7 +28,8 @@ def read_back(root: Path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
         table = pq.read_table(path)
         split, index = path.parent.parent.name, int(path.parent.name.split("-")[1])
         assert index not in out.get(split, {}), f"two files for {split}/{index}"
-        feats = np.array(table.column("features").to_pylist(), dtype=np.float32)
+        flat = table.column("features").combine_chunks().flatten().to_numpy()
+        feats = flat.reshape(table.num_rows, -1)
         out.setdefault(split, {})[index] = {
             "id": table.column("id").to_numpy(),
             "label": table.column("label").to_numpy(),
@@ -259,3 +260,20 @@ def test_bad_input_is_one_line_exit_2_nothing_written(spark, tmp_path: Path, cap
     out.mkdir()
     assert run(out, "--source", "digits") == 2
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.shared
+def test_real_mnist_t10k_as_test_split(spark, shared_data: Path, tmp_path: Path) -> None:
+    mnist = shared_data / "mnist"
+    raw_labels = gzip.decompress((mnist / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    raw_images = gzip.decompress((mnist / "t10k-images-idx3-ubyte.gz").read_bytes())
+    labels = np.frombuffer(raw_labels, dtype=np.uint8, offset=8)
+    images = np.frombuffer(raw_images, dtype=np.uint8, offset=16).reshape(-1, 784)
+    out = tmp_path / "t10k"
+    assert run(out, "--source", f"idx:{mnist / 't10k'}", "--split", "test=1") == 0
+    manifest = check_manifest_against_files(out)
+    assert manifest["splits"]["test"]["label_histogram"] == np.bincount(labels).tolist()
+    cols = read_back(out)["test"][0]
+    assert cols["id"].tolist() == list(range(10_000))
+    np.testing.assert_array_equal(cols["label"], labels)
+    np.testing.assert_allclose(cols["features"], images / 255.0, rtol=0, atol=1e-7)

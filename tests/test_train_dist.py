@@ -107,7 +107,7 @@ def test_ddp_fsdp_and_resume_on_two_ranks(spark, shards: Path, tmp_path: Path) -
         overrides(shards, tmp_path / "part", "train.strategy=ddp", "train.epochs=1"),
         overrides(shards, tmp_path / "part", "train.strategy=ddp", "run.resume=true"),
     ]
-    out = launch(_rank_runs, runs, num_processes=2, local_mode=True, timeout_s=300)
+    out = launch(_rank_runs, runs, num_processes=2, local_mode=True, timeout_s=180)
     assert out["rank"] == 0  # rank 0's result, not whichever rank finished last
     assert out["steps"] == [16, 16, 8, 16]
 

@@ -102,21 +102,24 @@ def load_checkpoint(
     rank finds no checkpoint (a fresh start).
     """
     path = checkpoint_path(run_dir)
-    state: dict[str, Any] | None = None
+    holder: list[Any] = [None]
     if ctx.is_main and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    meta_holder: list[Any] = [None]
-    if ctx.is_main and state is not None:
-        meta_holder = [{k: state[k] for k in ("scheduler", "rng", "epoch", "step", "extra")}]
+        holder = [torch.load(path, map_location="cpu", weights_only=False)]
     if ctx.world_size > 1:
-        dist.broadcast_object_list(meta_holder, src=0)
-    meta = meta_holder[0]
+        # The whole state travels as one object: simple, and fine for the model sizes here.
+        # (set_state_dict's broadcast_from_rank0 covers DTensor/FSDP only, not DDP.)
+        dist.broadcast_object_list(holder, src=0)
+    meta = holder[0]
     if meta is None:
         return None
-    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    model_sd = state["model"] if state is not None else {}
-    optim_sd = state["optimizer"] if state is not None else {}
-    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=opts)
+    opts = StateDictOptions(full_state_dict=True)
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=meta["model"],
+        optim_state_dict=meta["optimizer"],
+        options=opts,
+    )
     scheduler.load_state_dict(meta["scheduler"])
     rngs = meta["rng"]
     if ctx.global_rank < len(rngs):

@@ -161,6 +161,11 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+def _tail_mean(history: Sequence[Mapping[str, Any]], key: str, n: int = 3) -> float:
+    tail = [rec[key] for rec in history[-n:]]
+    return sum(tail) / len(tail)
+
+
 def arm_metrics(result: Mapping[str, Any], at_round: int | None = None) -> dict[str, float]:
     """The numbers a comparison reports for one run of one arm."""
     final = result["final"]
@@ -171,6 +176,9 @@ def arm_metrics(result: Mapping[str, Any], at_round: int | None = None) -> dict[
             "ensemble_gain": final["ensemble_acc"] - final["mean_peer_acc"],
             "disagreement": final["disagreement"],
             "pairwise_kl": final["pairwise_kl"],
+            # The last epoch alone is one noisy SGD snapshot; the mean of the last three is steadier.
+            "disagreement_last3": _tail_mean(result["history"], "disagreement"),
+            "pairwise_kl_last3": _tail_mean(result["history"], "pairwise_kl"),
         }
         if result["world_size"] == 1:  # centralized: a single model
             out = {"acc": final["mean_peer_acc"]}

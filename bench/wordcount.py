@@ -1,0 +1,258 @@
+"""Word count benchmark: our engines against the classic Spark example, one Python thread, DuckDB, Polars.
+
+    python bench/wordcount.py --sizes 50,200 --tokenizers whitespace,words
+    python bench/wordcount.py --real            # the texts in ../shared/data, when present
+
+Every tool counts the same corpus with the same tokenizer; every result is compared with the
+single-threaded Counter's (a mismatch is printed and makes the exit code 1). The corpus is the
+seeded Zipf text of ``spark_jobs.demo_text``, generated once per size and cached under
+``runs/bench/corpus``. Spark start-up (JVM + session, and a tiny warm-up job that starts the Python
+workers) is timed on its own and is not part of any job time. The peers below are written
+here on purpose: they are the yardsticks, not part of the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+from operator import add
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from spark_jobs import wordcount  # noqa: E402
+from spark_jobs.demo_text import write_zipf_corpus  # noqa: E402
+from spark_jobs.session import get_spark_session  # noqa: E402
+from spark_jobs.tokenizers import get_tokenizer  # noqa: E402
+
+MB = 1_000_000
+# DuckDB and Polars use RE2/Rust regexes; on the generated corpus (Latin letters only) this class is
+# exactly Python's \w. On real texts they may differ, and the bench says so.
+UNICODE_WORD = r"[\p{L}\p{N}_]+"
+REAL_TEXTS = [
+    ("tinyshakespeare/input.txt", "words"),
+    ("tinyshakespeare/input.txt", "whitespace"),
+    ("gutenberg-moby-dick/2701-0.txt", "words"),
+    ("gutenberg-pride-and-prejudice/1342-0.txt", "words"),
+    ("chinese-classics/hongloumeng.txt", "cjk"),
+    ("chinese-classics/sanguoyanyi.txt", "cjk"),
+]
+
+Counts = dict[str, int]
+
+
+# ------------------------------------------------------------------ peers
+
+
+def counter_loop(path: Path, tokenizer: str) -> Counts:
+    """One Python thread: read line by line, tokenize, Counter.update."""
+    tokenize = get_tokenizer(tokenizer)
+    counts: Counter[str] = Counter()
+    with open(path, encoding="utf-8", errors="replace", newline=None) as handle:
+        for line in handle:
+            counts.update(tokenize(line))
+    return dict(counts)
+
+
+def classic_rdd(spark, path: Path, tokenizer: str) -> Counts:
+    """Spark's examples/src/main/python/wordcount.py, with our tokenizer instead of split(' ')."""
+    if tokenizer == "whitespace":
+        split = str.split
+    else:
+        word = re.compile(r"\w+")
+
+        def split(line: str) -> list[str]:
+            return word.findall(line.lower())
+
+    lines = spark.read.text(str(path)).rdd.map(lambda r: r[0])
+    return dict(lines.flatMap(split).map(lambda w: (w, 1)).reduceByKey(add).collect())
+
+
+def duckdb_count(path: Path, tokenizer: str) -> Counts:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    lines = (
+        "read_csv(?, columns = {'line': 'VARCHAR'}, header = false, delim = '\x01', quote = '', "
+        "escape = '', auto_detect = false)"
+    )
+    if tokenizer == "whitespace":
+        tokens = r"unnest(regexp_split_to_array(line, '\s+'))"
+    else:
+        tokens = f"unnest(regexp_extract_all(lower(line), '{UNICODE_WORD}'))"
+    query = f"SELECT w, count(*) FROM (SELECT {tokens} AS w FROM {lines}) WHERE w <> '' GROUP BY w"
+    return dict(con.execute(query, [str(path)]).fetchall())
+
+
+def polars_count(path: Path, tokenizer: str) -> Counts:
+    import polars as pl
+
+    line = pl.col("line")
+    tokens = line.str.extract_all(r"\S+") if tokenizer == "whitespace" else line.str.to_lowercase().str.extract_all(
+        UNICODE_WORD
+    )
+    frame = (
+        pl.scan_csv(path, has_header=False, separator="\x01", quote_char=None, schema={"line": pl.String})
+        .select(tokens.alias("w"))
+        .explode("w")
+        .drop_nulls()
+        .group_by("w")
+        .len()
+        .collect()
+    )
+    return dict(zip(frame["w"].to_list(), frame["len"].to_list()))
+
+
+def ours(spark, path: Path, tokenizer: str, engine: str, out: Path) -> Counts:
+    import pyarrow.dataset as ds
+
+    wordcount.run_wordcount(spark, [str(path)], out, tokenizer=tokenizer, engine=engine, top=15, overwrite=True)
+    table = ds.dataset(out, format="parquet").to_table()
+    return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist()))
+
+
+# ------------------------------------------------------------------ runner
+
+
+def timed(fn: Callable[[], Counts]) -> tuple[float, Counts]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def _available(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def bench_one(spark, path: Path, tokenizer: str, tools: list[str], out: Path, repeat: int) -> list[dict]:
+    """Time every tool on one (corpus, tokenizer); the Counter loop is the reference for the others."""
+    rows = []
+    reference: Counts | None = None
+    for tool in tools:
+        if tool in ("duckdb", "polars") and (tokenizer == "cjk" or not _available(tool)):
+            continue
+        runs = []
+        result: Counts = {}
+        for _ in range(repeat):
+            if tool == "counter":
+                seconds, result = timed(lambda: counter_loop(path, tokenizer))
+            elif tool == "classic":
+                seconds, result = timed(lambda: classic_rdd(spark, path, tokenizer))
+            elif tool == "duckdb":
+                seconds, result = timed(lambda: duckdb_count(path, tokenizer))
+            elif tool == "polars":
+                seconds, result = timed(lambda: polars_count(path, tokenizer))
+            else:
+                seconds, result = timed(lambda tool=tool: ours(spark, path, tokenizer, tool, out))
+            runs.append(seconds)
+        if reference is None:
+            reference = result
+        differing = sum(1 for w in reference.keys() | result.keys() if reference.get(w) != result.get(w))
+        rows.append(
+            {
+                "tool": tool,
+                "seconds": min(runs),
+                "runs": runs,
+                "agrees": differing == 0,
+                "differing_words": differing,
+                "tokens": sum(result.values()),
+                "distinct": len(result),
+            }
+        )
+        print(f"  {tool:<10} {min(runs):8.2f} s  {'ok' if differing == 0 else f'DIFFERS on {differing} words'}",
+              flush=True)  # fmt: skip
+    return rows
+
+
+def print_table(title: str, rows: list[dict], ours_tool: str) -> None:
+    base = next((r["seconds"] for r in rows if r["tool"] == ours_tool), None)
+    print(f"\n{title}")
+    print(f"| tool | seconds | {ours_tool} speed-up vs tool | counts agree |")
+    print("|---|---:|---:|---|")
+    for r in rows:
+        ratio = f"{r['seconds'] / base:.2f}x" if base else "-"
+        agree = "yes" if r["agrees"] else f"no ({r['differing_words']} words)"
+        print(f"| {r['tool']} | {r['seconds']:.2f} | {ratio} | {agree} |")
+    print(f"({rows[0]['tokens']} tokens, {rows[0]['distinct']} distinct)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="50,200", help="corpus sizes in MB, comma separated")
+    parser.add_argument("--tokenizers", default="whitespace,words")
+    parser.add_argument("--tools", default="counter,arrow,dataframe,rdd,classic,duckdb,polars")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest is reported")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real", action="store_true", help="bench the texts in ../shared/data instead")
+    parser.add_argument("--work", default=str(REPO_ROOT / "runs" / "bench"), help="corpus cache and outputs")
+    parser.add_argument("--json", default="", help="also write all rows to this JSON file")
+    args = parser.parse_args(argv)
+
+    work = Path(args.work)
+    tools = ["counter", *[t for t in args.tools.split(",") if t and t != "counter"]]
+    os.environ.setdefault("POLARS_MAX_THREADS", "2")
+    started = time.perf_counter()
+    spark = get_spark_session(
+        "bench-wordcount",
+        master=args.master,
+        conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"},
+    )
+    session_s = time.perf_counter() - started
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(wordcount.ARROW_BATCH_LINES))
+    warm = work / "warmup.txt"
+    warm.parent.mkdir(parents=True, exist_ok=True)
+    warm.write_text("warm up the python workers\n" * 100)
+    started = time.perf_counter()
+    ours(spark, warm, "words", "arrow", work / "out")
+    warmup_s = time.perf_counter() - started
+    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, master {args.master}, {os.cpu_count()} CPUs")
+    print(f"startup: session {session_s:.1f} s, first tiny job (python workers) {warmup_s:.1f} s", flush=True)
+
+    cases: list[tuple[str, Path, str]] = []
+    if args.real:
+        shared = REPO_ROOT.parent / "shared" / "data"
+        if not shared.is_dir():
+            print(f"{shared} not present; nothing to do")
+            return 0
+        cases = [(f"{rel} [{tok}]", shared / rel, tok) for rel, tok in REAL_TEXTS if (shared / rel).exists()]
+    else:
+        for size in [int(s) for s in args.sizes.split(",") if s]:
+            path = work / "corpus" / f"zipf-{size}mb-seed{args.seed}.txt"
+            if not path.exists():
+                t = time.perf_counter()
+                write_zipf_corpus(path, size * MB, seed=args.seed)
+                print(f"generated {path} in {time.perf_counter() - t:.1f} s", flush=True)
+            cases += [(f"{size} MB Zipf corpus [{tok}]", path, tok) for tok in args.tokenizers.split(",") if tok]
+
+    all_rows = []
+    failed = False
+    for title, path, tokenizer in cases:
+        print(f"\n{title}", flush=True)
+        rows = bench_one(spark, path, tokenizer, tools, work / "out", args.repeat)
+        print_table(title, rows, "arrow")
+        failed |= not all(r["agrees"] for r in rows if r["tool"] not in ("duckdb", "polars") or not args.real)
+        all_rows += [{"case": title, "bytes": path.stat().st_size, **r} for r in rows]
+    spark.stop()
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"session_s": session_s, "warmup_s": warmup_s, "rows": all_rows}, indent=1)
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
