@@ -49,6 +49,11 @@ bench-wordcount: setup
 bench-loader: setup
 	$(PY) bench/loader.py $(BENCH_ARGS)
 
+# Training loop vs a plain PyTorch loop, launcher/train start-up vs bare torchrun (docs/benchmarks.md).
+bench-train: setup
+	@test -f runs/shards/mnist5k/manifest.json || $(PY) -m spark_jobs shard --source mnist5k --output runs/shards/mnist5k --shards 2
+	$(PY) bench/train.py $(BENCH_ARGS)
+
 # Paired comparison arms over seeds (DML vs independent; FedAvg IID vs non-IID vs centralized).
 bench-collab: setup
 	$(PY) bench/collab.py $(BENCH_ARGS)

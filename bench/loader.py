@@ -1,7 +1,7 @@
 """Shard loading throughput: our loader vs TorchDistributor's DataFrame path vs a bare pyarrow floor.
 
-One run measures all three on the same shard (samples per second for one full pass, best of
-``--repeat`` passes) and prints the ratios:
+One run measures four contenders on the same shard (samples per second for one full pass, best
+of ``--repeat`` passes; contenders alternate within each round) and prints the ratios:
 
 - ``ours``:   ``training.data.load_shard`` (sha256 + row-count verification on) followed by one
               shuffled epoch of ``iter_batches`` (every batch gathered into fresh tensors).
@@ -61,7 +61,10 @@ def ours(shards: Path, batch_size: int) -> int:
 
 def floor(parquet_file: Path) -> int:
     table = pq.read_table(parquet_file)
-    flat = table.column("features").combine_chunks().flatten().to_numpy()
+    column = table.column("features")
+    # No copy for the usual single chunk (combine_chunks would copy it).
+    chunk = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    flat = chunk.flatten().to_numpy()
     x = torch.from_numpy(flat).reshape(table.num_rows, -1)
     y = torch.from_numpy(table.column("label").to_numpy())
     return int(y.shape[0]) if x.shape[0] == y.shape[0] else -1
@@ -121,13 +124,15 @@ def torchdistributor(arrow_file: Path, schema_file: Path, rows: int, batch_size:
     return seen
 
 
-def measure(contenders: dict[str, Callable[[], int]], repeat: int) -> dict[str, tuple[float, int]]:
-    """Best wall time per contender; contenders alternate inside each round so that load from other
-    processes on this shared machine hits all of them alike."""
+def measure(contenders: dict[str, tuple[Callable[[], int], int]]) -> dict[str, tuple[float, int]]:
+    """Best wall time per contender over its number of passes. Contenders alternate inside each
+    round, so load from other processes on this shared machine hits all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     rows: dict[str, int] = {}
-    for _ in range(repeat):
-        for name, fn in contenders.items():
+    for round_ in range(max(passes for _, passes in contenders.values())):
+        for name, (fn, passes) in contenders.items():
+            if round_ >= passes:
+                continue
             start = time.perf_counter()
             rows[name] = fn()
             times[name].append(time.perf_counter() - start)
@@ -148,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=5, help="passes per contender, best kept (default: %(default)s)"
     )
-    parser.add_argument("--td-repeat", type=int, default=1, help="passes for the slow per-column path")
+    parser.add_argument(
+        "--td-repeat", type=int, default=3, help="passes for the slow per-column path (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
@@ -163,20 +170,21 @@ def main(argv: list[str] | None = None) -> int:
         array_files = write_torchdistributor_input(parquet_file, work, wide=False)
         wide_files = write_torchdistributor_input(parquet_file, work, wide=True)
         torch.set_num_threads(1)  # the loader does not need intra-op threads; keep runs comparable
-        contenders: dict[str, Callable[[], int]] = {
-            "ours": lambda: ours(shards, args.batch_size),
-            "floor": lambda: floor(parquet_file),
-            "td_array": lambda: torchdistributor(*array_files, rows, args.batch_size, wide=False),
+        contenders: dict[str, tuple[Callable[[], int], int]] = {
+            "ours": (lambda: ours(shards, args.batch_size), args.repeat),
+            "floor": (lambda: floor(parquet_file), args.repeat),
+            "td_array": (
+                lambda: torchdistributor(*array_files, rows, args.batch_size, wide=False),
+                args.repeat,
+            ),
+            # two orders of magnitude slower: fewer passes
+            "td_wide": (
+                lambda: torchdistributor(*wide_files, rows, args.batch_size, wide=True),
+                args.td_repeat,
+            ),
         }
         ours(shards, args.batch_size)  # warm the page cache and imports for everyone
-        results = measure(contenders, args.repeat)
-        # The per-column layout is two orders of magnitude slower: fewer rounds.
-        results.update(
-            measure(
-                {"td_wide": lambda: torchdistributor(*wide_files, rows, args.batch_size, wide=True)},
-                args.td_repeat,
-            )
-        )
+        results = measure(contenders)
     dim = int(np.prod(manifest["feature_shape"]))
     print(
         f"source {manifest['source']['spec']}: {rows} rows x {dim} float32 features, "

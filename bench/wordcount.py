@@ -97,8 +97,10 @@ def polars_count(path: Path, tokenizer: str) -> Counts:
     import polars as pl
 
     line = pl.col("line")
-    tokens = line.str.extract_all(r"\S+") if tokenizer == "whitespace" else line.str.to_lowercase().str.extract_all(
-        UNICODE_WORD
+    tokens = (
+        line.str.extract_all(r"\S+")
+        if tokenizer == "whitespace"
+        else line.str.to_lowercase().str.extract_all(UNICODE_WORD)
     )
     frame = (
         pl.scan_csv(path, has_header=False, separator="\x01", quote_char=None, schema={"line": pl.String})
@@ -109,15 +111,17 @@ def polars_count(path: Path, tokenizer: str) -> Counts:
         .len()
         .collect()
     )
-    return dict(zip(frame["w"].to_list(), frame["len"].to_list()))
+    return dict(zip(frame["w"].to_list(), frame["len"].to_list(), strict=True))
 
 
 def ours(spark, path: Path, tokenizer: str, engine: str, out: Path) -> Counts:
     import pyarrow.dataset as ds
 
-    wordcount.run_wordcount(spark, [str(path)], out, tokenizer=tokenizer, engine=engine, top=15, overwrite=True)
+    wordcount.run_wordcount(
+        spark, [str(path)], out, tokenizer=tokenizer, engine=engine, top=15, overwrite=True
+    )
     table = ds.dataset(out, format="parquet").to_table()
-    return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist()))
+    return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist(), strict=True))
 
 
 # ------------------------------------------------------------------ runner
@@ -190,7 +194,9 @@ def print_table(title: str, rows: list[dict], ours_tool: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="50,200", help="corpus sizes in MB, comma separated")
     parser.add_argument("--tokenizers", default="whitespace,words")
     parser.add_argument("--tools", default="counter,arrow,dataframe,rdd,classic,duckdb,polars")
@@ -236,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
                 write_zipf_corpus(path, size * MB, seed=args.seed)
                 print(f"generated {path} in {time.perf_counter() - t:.1f} s", flush=True)
-            cases += [(f"{size} MB Zipf corpus [{tok}]", path, tok) for tok in args.tokenizers.split(",") if tok]
+            cases += [
+                (f"{size} MB Zipf corpus [{tok}]", path, tok) for tok in args.tokenizers.split(",") if tok
+            ]
 
     all_rows = []
     failed = False

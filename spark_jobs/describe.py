@@ -67,6 +67,7 @@ def plot(manifest: dict[str, Any], png: str | Path) -> None:
         for c in range(hists.shape[1]):
             ax.bar(range(len(hists)), hists[:, c], bottom=bottom, color=cmap(c % cmap.N), label=str(c))
             bottom += hists[:, c]
+        ax.set_xticks(range(len(hists)))
         ax.set_title(f"{name} ({split['rows']} rows)")
         ax.set_xlabel("shard")
         ax.set_ylabel("rows")

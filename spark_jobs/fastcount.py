@@ -5,22 +5,22 @@ them, plus the number of lines that held invalid UTF-8. Two routes give the same
 
 - Arrow compute kernels (C++, no Python object per token): split, flatten, ``value_counts``.
   ``utf8_split_whitespace`` splits on exactly the characters ``str.split()`` does (checked over every
-  code point in the tests). For ``words``, Arrow's ``utf8_lower`` and a character class holding
-  exactly the characters Python's ``\\w`` matches reproduce ``re.findall(r"\\w+", line.lower())``
-  except on the few characters where Arrow's lower-casing differs from Python's (computed here, at
-  run time, over every code point: full case mappings such as U+0130, the context-dependent
-  final sigma, Unicode-version differences); a batch that contains any of them takes the Python route.
-- Python (:mod:`spark_jobs.tokenizers`): the definition itself, for ``cjk``, for batches with a
-  byte-order mark or invalid UTF-8, and for the characters above.
+  code point in the tests). For ``words`` only pure-ASCII batches take this route: there
+  ``ascii_lower`` and ``[a-z0-9_]`` are exactly Python's ``lower()`` and ``\\w``. Elsewhere Arrow's
+  Unicode tables (another Unicode version, simple case mappings, no final-sigma rule) differ from
+  Python's on a few characters; a version that checked each batch for them was measured no faster
+  than the Python route, so it was dropped.
+- Python (:mod:`spark_jobs.tokenizers`): the definition itself, for ``cjk``, for non-ASCII ``words``,
+  and for batches with a byte-order mark or invalid UTF-8.
 """
 
 from __future__ import annotations
 
-import re
-import sys
+import bz2
+import gzip
+import os
 from collections import Counter
-from collections.abc import Iterable
-from functools import lru_cache
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,38 +30,8 @@ from spark_jobs.tokenizers import decode_lines, get_tokenizer
 BOM_BYTES = "\ufeff".encode()
 # Merge the per-batch partial counts once this many (word, count) rows have piled up.
 _COMPACT_ROWS = 2_000_000
-
-
-def _ranges(codes: Iterable[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for c in codes:
-        if out and out[-1][1] == c - 1:
-            out[-1] = (out[-1][0], c)
-        else:
-            out.append((c, c))
-    return out
-
-
-def _re2_class(codes: Iterable[int], negate: bool = False) -> str:
-    body = "".join(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in _ranges(codes))
-    return f"[{'^' if negate else ''}{body}]"
-
-
-def _all_chars() -> list[int]:
-    return [c for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
-
-
-@lru_cache(maxsize=1)
-def _words_plan() -> tuple[str, re.Pattern[str]]:
-    """(RE2 pattern that splits on non-word characters, Python pattern of characters Arrow lowers differently)."""
-    codes = _all_chars()
-    word = [c for c in codes if re.fullmatch(r"\w", chr(c))]
-    python_lower = [chr(c).lower() for c in codes]
-    arrow_lower = pc.utf8_lower(pa.array([chr(c) for c in codes])).to_pylist()
-    differ = [c for c, p, a in zip(codes, python_lower, arrow_lower) if p != a]
-    differ.append(0x03A3)  # capital sigma: Python lowers it to final or medial sigma by context
-    unsafe = "".join(re.escape(chr(c)) for c in sorted(set(differ)))
-    return _re2_class(word, negate=True) + "+", re.compile(f"[{unsafe}]")
+# Bytes read per block when a task reads its split itself: big enough that per-call overhead vanishes.
+CHUNK_BYTES = 8 << 20
 
 
 def _joined_bytes(column: pa.Array) -> bytes:
@@ -75,7 +45,7 @@ def _joined_bytes(column: pa.Array) -> bytes:
 
 
 class BatchCounter:
-    """Counts for one task: feed it binary columns whose values are lines ending in ``\\n``."""
+    """Counts for one task (the in-mapper combiner): feed it blocks of lines, then take :meth:`result`."""
 
     def __init__(self, tokenizer: str, use_arrow: bool = True) -> None:
         self.tokenizer = tokenizer
@@ -87,36 +57,39 @@ class BatchCounter:
         self.bad_lines = 0
 
     def add(self, lines: pa.Array) -> None:
-        if len(lines) == 0:
+        """Count a binary column whose values are lines ending in ``\\n``."""
+        if len(lines):
+            self.add_blob(_joined_bytes(lines))
+
+    def add_blob(self, blob: bytes) -> None:
+        """Count whole lines given as one block of bytes (line terminators included)."""
+        if not blob:
             return
-        blob = _joined_bytes(lines)
-        if self.use_arrow and BOM_BYTES not in blob and self._add_arrow(lines, blob):
+        if self.use_arrow and BOM_BYTES not in blob and self._add_arrow(blob):
             return
         text, bad = decode_lines(blob)
         self.bad_lines += bad
         # Counter.update on a list counts in C; per-batch Counters merged in Python would not.
         self.counter.update(self.tokenize(text))
 
-    def _add_arrow(self, lines: pa.Array, blob: bytes) -> bool:
+    def _add_arrow(self, blob: bytes) -> bool:
         ascii_only = blob.isascii()
-        decoded = ""
+        if self.tokenizer == "words" and not ascii_only:
+            return False
         if not ascii_only:
             try:
-                decoded = blob.decode("utf-8")  # invalid lines need the Python route, which counts them
+                # Validation only: lines with invalid bytes need the Python route, which counts them.
+                blob.decode("utf-8")
             except UnicodeDecodeError:
                 return False
-        text = lines.cast(pa.string())
+        # The whole block as one string: line ends are separators for both tokenizers.
+        text = pa.array([blob], pa.binary()).cast(pa.string())
         if self.tokenizer == "whitespace":
             tokens = pc.list_flatten(pc.utf8_split_whitespace(text))
-        elif ascii_only:
-            # On ASCII, Python's lower() and \w are exactly these.
-            tokens = pc.list_flatten(pc.split_pattern_regex(pc.ascii_lower(text), "[^a-z0-9_]+"))
         else:
-            split_on, unsafe = _words_plan()
-            if unsafe.search(decoded):
-                return False
-            tokens = pc.list_flatten(pc.split_pattern_regex(pc.utf8_lower(text), split_on))
-        # Splitting leaves "" where a line starts or ends with a separator; those are not words.
+            # On ASCII text, Python's lower() and \\w are exactly these.
+            tokens = pc.list_flatten(pc.split_pattern_regex(pc.ascii_lower(text), "[^a-z0-9_]+"))
+        # Splitting leaves "" where the block starts or ends with a separator; those are not words.
         tokens = tokens.filter(pc.not_equal(tokens, ""))
         counts = pc.value_counts(tokens)
         self._add_partial(pa.table({"word": counts.field("values"), "count": counts.field("counts")}))
@@ -154,3 +127,26 @@ class BatchCounter:
         merged = self._merged_partials() if len(self.partials) > 1 else self.partials[0]
         merged = merged.cast(pa.schema([("word", pa.string()), ("count", pa.int64())]))
         return merged.combine_chunks().to_batches()[0]
+
+
+def read_split(path: str, start: int, end: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The lines that start in bytes ``[start, end)`` of ``path``, in blocks of whole lines.
+
+    Hadoop's rule, so that adjacent splits share no line and miss none: a split that does not begin
+    at a line start skips to the next one, and the last line runs past ``end`` to its terminator.
+    ``end < 0`` means the whole file; ``.gz``/``.bz2`` files are read whole and decompressed.
+    """
+    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(os.path.splitext(path)[1], open)
+    with opener(path, "rb") as handle:
+        if start > 0:
+            handle.seek(start - 1)
+            if handle.read(1) != b"\n":
+                handle.readline()
+        while end < 0 or handle.tell() < end:
+            budget = chunk_bytes if end < 0 else min(chunk_bytes, end - handle.tell())
+            block = handle.read(budget)
+            if not block:
+                return
+            if not block.endswith(b"\n"):
+                block += handle.readline()
+            yield block

@@ -263,6 +263,7 @@ def _run_bounded(
     num_processes: int,
     timeout_s: float,
     failure_grace_s: float,
+    local_mode: bool,
 ) -> Any:
     """Run ``run()`` (a TorchDistributor call) in a thread; return rank 0's result or raise."""
     from pyspark import SparkContext
@@ -302,7 +303,7 @@ def _run_bounded(
             ):
                 timed_out = now - start > timeout_s
                 _kill_launch(launch_dir, launch_id)
-                if sc is not None:
+                if sc is not None and not local_mode:  # local mode runs no Spark job to cancel
                     sc.cancelJobGroup(group)
                 thread.join(30)
                 break
@@ -375,6 +376,7 @@ def launch(
             num_processes,
             timeout_s,
             failure_grace_s,
+            local_mode,
         )
     finally:
         if temporary:
@@ -406,6 +408,7 @@ def launch_script(
             num_processes,
             timeout_s,
             failure_grace_s,
+            local_mode,
         )
     finally:
         if temporary:

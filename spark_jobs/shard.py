@@ -89,6 +89,14 @@ def parse_partition(text: str) -> Partition:
     )
 
 
+def parse_partition_splits(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    for name in names:
+        if name not in SPLITS:
+            raise JobInputError(f"--partition-splits {text}: unknown split {name!r}; use {', '.join(SPLITS)}")
+    return names
+
+
 def parse_fractions(text: str) -> dict[str, float]:
     """``train=0.8,val=0.1,test=0.1`` -> ordered dict of positive fractions summing to 1."""
     fractions: dict[str, float] = {}
@@ -479,10 +487,6 @@ def global_mean_std(df: DataFrame) -> tuple[float, float]:
 
 
 def run_shard(spark: SparkSession, args: argparse.Namespace, src: Source, target: Path) -> dict[str, Any]:
-    from pyspark.sql import functions as F
-
-    fractions = parse_fractions(args.split)
-    partition = parse_partition(args.partition)
     opts = TableOptions(
         label_col=args.label_col,
         feature_cols=tuple(c.strip() for c in args.feature_cols.split(",") if c.strip())
@@ -492,6 +496,26 @@ def run_shard(spark: SparkSession, args: argparse.Namespace, src: Source, target
         id_col=args.id_col,
     )
     df, num_classes, feature_shape = load_dataframe(spark, src, opts)
+    try:
+        return _plan_and_write(spark, args, src, opts, df, num_classes, feature_shape, target)
+    finally:
+        df.unpersist()  # table sources are cached by load_dataframe; a no-op otherwise
+
+
+def _plan_and_write(
+    spark: SparkSession,
+    args: argparse.Namespace,
+    src: Source,
+    opts: TableOptions,
+    df: DataFrame,
+    num_classes: int,
+    feature_shape: tuple[int, ...],
+    target: Path,
+) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    fractions = parse_fractions(args.split)
+    partition = parse_partition(args.partition)
     wanted_shape = parse_feature_shape(args.feature_shape)
     if wanted_shape:
         if math.prod(wanted_shape) != math.prod(feature_shape):
@@ -505,12 +529,7 @@ def run_shard(spark: SparkSession, args: argparse.Namespace, src: Source, target
     for row in counts_rows:
         class_counts[row["label"]] = row["count"]
     total = sum(class_counts)
-    partition_splits = [s.strip() for s in args.partition_splits.split(",") if s.strip()]
-    for s in partition_splits:
-        if s not in SPLITS:
-            raise JobInputError(
-                f"--partition-splits {args.partition_splits}: unknown split {s!r}; use {', '.join(SPLITS)}"
-            )
+    partition_splits = parse_partition_splits(args.partition_splits)
     plan = make_plan(class_counts, fractions, partition, args.shards, partition_splits, args.seed)
     keys = [(split, s) for split in fractions for s in range(plan.shards_per_split[split])]
 
@@ -648,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="mnist5k",
         help="mnist5k, digits, idx:IMAGES,LABELS, idx:PREFIX, csv:PATH, parquet:PATH",
     )
-    parser.add_argument("--output", help="output directory (required unless --describe)")
+    parser.add_argument("--output", help="output directory; required unless --describe")
     parser.add_argument(
         "--shards", type=int, default=2, help="number of shards of the partitioned splits (one per rank)"
     )
@@ -683,26 +702,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-classes",
         type=int,
         default=None,
-        help="number of classes (default: 10 for image sources, max label + 1 for tables)",
+        help="number of classes; unset: 10 for image sources, max label + 1 for tables",
     )
     parser.add_argument("--label-col", default="label", help="csv/parquet: label column")
     parser.add_argument(
         "--feature-cols",
         default=None,
-        help="csv/parquet: comma-separated numeric feature columns (default: all but label/id)",
+        help="csv/parquet: comma-separated numeric feature columns; unset: all but label and id",
     )
     parser.add_argument(
-        "--features-col", default=None, help="csv/parquet: one array column holding the features"
+        "--features-col",
+        default=None,
+        help="csv/parquet: one array column holding the features; unset: use --feature-cols",
     )
     parser.add_argument(
         "--id-col",
         default=None,
-        help="csv/parquet: unique integer id column (default: row index in file order)",
+        help="csv/parquet: unique integer id column; unset: row index in file order",
     )
     parser.add_argument(
         "--feature-shape",
         default=None,
-        help="per-sample shape recorded in the manifest, e.g. 28x28 (default: the source's)",
+        help="per-sample shape recorded in the manifest, e.g. 28x28; unset: the source's",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument(
@@ -733,6 +754,7 @@ def _run(argv: Sequence[str] | None) -> int:
     # Everything that can be checked without Spark is checked before it starts.
     parse_fractions(args.split)
     parse_partition(args.partition)
+    parse_partition_splits(args.partition_splits)
     parse_normalize(args.normalize)
     parse_feature_shape(args.feature_shape)
     if args.features_col and args.feature_cols:

@@ -244,6 +244,7 @@ def load_dataframe(
 def _table_dataframe(
     spark: SparkSession, src: Source, opts: TableOptions
 ) -> tuple[DataFrame, int, tuple[int, ...]]:
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -295,6 +296,9 @@ def _table_dataframe(
     )
     if not opts.id_col:
         df = with_row_index(df)
+    # The job scans the source several times (validation, class counts, writing): read it once.
+    # Caching also pins the row-index ids, which come from a non-deterministic expression.
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
     # One pass computes everything validation needs; the result is a single small row.
     nan_in_row = F.exists("features", lambda x: F.isnan(x) | x.isNull() | (F.abs(x) == float("inf")))
     stats = df.agg(

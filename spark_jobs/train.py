@@ -19,10 +19,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spark_jobs.cli import HelpFormatter, run_cli
 from spark_jobs.errors import JobInputError
 from spark_jobs.session import add_spark_arguments, job_session
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 # What a run directory may hold; --overwrite removes exactly these (never anything else).
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json", "curves.png")
@@ -63,7 +67,7 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().absolute()) if path else path
 
 
-def _check_inputs(cfg, overwrite: bool):  # type: ignore[no-untyped-def]
+def _check_inputs(cfg: TrainConfig, overwrite: bool) -> TrainConfig:
     """Everything that can be checked before Spark starts; returns cfg with absolute paths."""
     from training.data import read_manifest
 

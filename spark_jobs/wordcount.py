@@ -3,9 +3,9 @@
 Three engines, all exact and all giving the same table (``word: string``, ``count: int64``):
 
 - ``arrow`` (default, the fastest): Spark reads the input as lines; each map task gets them as Arrow
-  batches of raw bytes, decodes a whole batch at once, tokenizes it with one Python call and counts
-  into one ``Counter`` per task (the in-mapper combiner), so only (word, partial count) pairs cross
-  the shuffle, where Spark's built-in ``sum`` reduces them.
+  batches of raw bytes and counts whole batches at once (:mod:`spark_jobs.fastcount`: Arrow compute
+  kernels where they are provably exact, one Python ``Counter`` per task otherwise): the in-mapper
+  combiner. Only (word, partial count) pairs cross the shuffle, where Spark's built-in ``sum`` reduces them.
 - ``rdd``: the same Map -> Shuffle -> Reduce spelled out with RDD operations: ``mapPartitions`` with
   an in-mapper combiner, ``partitionBy`` (hash partitioning), then a reduce per partition.
 - ``dataframe``: Spark SQL built-ins. ``whitespace`` runs entirely in the JVM (``split`` on a character
@@ -80,15 +80,21 @@ def resolve_inputs(inputs: Sequence[str]) -> list[str]:
             files.append(item)
             continue
         local = item[len("file://") :] if item.startswith("file://") else item
-        matches = sorted(glob.glob(os.path.expanduser(local), recursive=True)) if glob.has_magic(local) else [local]
+        matches = (
+            sorted(glob.glob(os.path.expanduser(local), recursive=True)) if glob.has_magic(local) else [local]
+        )
         if not matches:
-            raise JobInputError(f"input {item}: no file matches this pattern; check the path or quote the glob")
+            raise JobInputError(
+                f"input {item}: no file matches this pattern; check the path or quote the glob"
+            )
         for match in matches:
             path = Path(match).expanduser()
             if path.is_dir():
                 found = _visible_files(path)
                 if not found:
-                    raise JobInputError(f"input {path}: directory holds no files; add text files or remove it")
+                    raise JobInputError(
+                        f"input {path}: directory holds no files; add text files or remove it"
+                    )
                 files += [str(p.absolute()) for p in found]
             elif path.is_file():
                 files.append(str(path.absolute()))
@@ -244,9 +250,8 @@ def run_wordcount(
     overwrite: bool = False,
 ) -> WordCountResult:
     """Count ``files`` into ``output``; only the ``top`` rows and three totals reach the driver."""
-    from pyspark.sql import functions as F
-
     from pyspark.sql import Observation
+    from pyspark.sql import functions as F
 
     started = time.perf_counter()
     counted = COUNTERS[engine](spark, files, tokenizer)
@@ -272,8 +277,13 @@ def run_wordcount(
             reader = spark.read.schema(OUTPUT_SCHEMA).format(fmt)
             if fmt == "csv":
                 reader = reader.option("header", "true")
-            written = reader.load(str(staging))
-            best = [(r["word"], int(r["count"])) for r in written.orderBy(F.desc("count"), "word").limit(top).collect()]
+            # Spark skips "."-prefixed paths such as our staging directory, so name its files.
+            parts = sorted(str(p) for p in Path(staging).glob("part-*"))
+            written = reader.load(parts) if parts else spark.createDataFrame([], OUTPUT_SCHEMA)
+            best = [
+                (r["word"], int(r["count"]))
+                for r in written.orderBy(F.desc("count"), "word").limit(top).collect()
+            ]
     return WordCountResult(
         output=check_output(output, overwrite=True),
         distinct_words=int(totals.get("distinct") or 0),
@@ -290,14 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n", 1)[0],
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="text files, directories or globs (.gz/.bz2 too)")
+    parser.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="text files, directories or globs (.gz/.bz2 too)"
+    )
     parser.add_argument("--output", required=True, help="output directory (word, count)")
-    parser.add_argument("--demo", action="store_true", help="count the embedded demo text (2 MB of generated Zipf text)")
+    parser.add_argument(
+        "--demo", action="store_true", help="count the embedded demo text (2 MB of generated Zipf text)"
+    )
     parser.add_argument("--tokenizer", choices=TOKENIZERS, default="words", help="how lines become words")
     parser.add_argument("--engine", choices=ENGINES, default="arrow", help="how the count runs on Spark")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default="parquet", help="output format")
     parser.add_argument("--top", type=int, default=0, metavar="N", help="print the N most frequent words")
-    parser.add_argument("--min-count", type=int, default=1, metavar="N", help="keep words seen at least N times")
+    parser.add_argument(
+        "--min-count", type=int, default=1, metavar="N", help="keep words seen at least N times"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     add_spark_arguments(parser)
     return parser

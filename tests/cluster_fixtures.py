@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -141,14 +142,13 @@ class Cluster:
         """stderr files of the executors worker ``index`` ran (work/worker-i/app-*/N/stderr)."""
         return sorted((self.directory / "work" / f"worker-{index}").glob("app-*/*/stderr"))
 
-    def worker_has_run_task(self, index: int) -> bool:
+    def finished_tasks(self, index: int) -> int:
+        """Tasks that executors on worker ``index`` reported finished, over all their logs so far."""
+        count = 0
         for log in self.executor_logs(index):
-            try:
-                if "Finished task" in log.read_text(errors="replace"):
-                    return True
-            except OSError:
-                continue
-        return False
+            with contextlib.suppress(OSError):
+                count += log.read_text(errors="replace").count("Finished task")
+        return count
 
     def spark_submit(
         self, script: str, *args: str, conf: dict[str, str] | None = None
@@ -236,3 +236,83 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:  # type:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+class Driver:
+    """A spark-submitted ``tests/cluster_driver.py``: one application that runs jobs on request."""
+
+    def __init__(self, cluster: Cluster, requests: Path, results: Path) -> None:
+        self.requests = requests
+        self.results = results
+        self.output: list[str] = []
+        self._next_id = 1
+        command = submit_command(
+            cluster.master_url,
+            cluster.directory / "spark_collab.zip",
+            "tests/cluster_driver.py",
+            str(requests),
+            str(results),
+        )
+        # Its own session, so teardown can stop the driver JVM and its Python (and torchrun) children.
+        self.proc = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=submit_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.wait(0, timeout=180)
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def start(self, *argv: str) -> int:
+        """Send a job (``spark-collab`` arguments); returns its id for :meth:`wait`."""
+        job_id, self._next_id = self._next_id, self._next_id + 1
+        self._send({"id": job_id, "argv": list(argv)})
+        return job_id
+
+    def _send(self, request: dict) -> None:
+        with self.requests.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(request) + "\n")
+
+    def result(self, job_id: int) -> dict | None:
+        if not self.results.exists():
+            return None
+        for line in self.results.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry["id"] == job_id:
+                return entry
+        return None
+
+    def wait(self, job_id: int, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.result(job_id)
+            if entry is not None:
+                return entry
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"driver exited ({self.proc.returncode}):\n{self.tail()}")
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} did not finish within {timeout}s:\n{self.tail()}")
+
+    def run(self, *argv: str, timeout: float = 240) -> dict:
+        return self.wait(self.start(*argv), timeout)
+
+    def tail(self, chars: int = 4000) -> str:
+        return "".join(self.output)[-chars:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self._send({"stop": True})  # the driver leaves its loop and stops Spark
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()

@@ -1,18 +1,21 @@
 """Our jobs on a live Spark standalone cluster (master + 2 workers on 127.0.0.1), and the faults they survive.
 
-The module starts its own cluster (scripts/cluster.sh, free ports, a temporary run directory),
-submits the jobs with ``spark-submit`` as docs/cluster.md shows, kills workers and ranks on
-purpose, and checks results against plain-Python references. Teardown stops the cluster and fails
-if any of its processes (daemons, executors, Python workers, torch ranks) is left.
+The module starts its own cluster (scripts/cluster.sh on free ports, a temporary run directory),
+builds the --py-files archive (scripts/make_dist.py) and spark-submits one driver application
+(tests/cluster_driver.py) that runs the jobs through the same entry point as ``spark-collab``;
+one application instead of one per job saves a driver and two executor JVM start-ups per job.
+The tests kill workers and ranks on purpose and check results against plain-Python references
+or undisturbed runs. Teardown stops the cluster and fails if any of its processes (daemons,
+executors, Python workers, torch ranks) is left.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +24,7 @@ import pytest
 from cluster_fixtures import (
     REPO_ROOT,
     Cluster,
+    Driver,
     free_port,
     listening_addresses,
     marked_pids,
@@ -32,7 +36,7 @@ from cluster_fixtures import (
 
 pytestmark = pytest.mark.cluster
 
-# Upper bounds for a job on this 2-core machine; a hang fails the test instead of blocking CI.
+# Upper bound for one job on this 2-core machine; a hang fails the test instead of blocking CI.
 JOB_TIMEOUT_S = 240
 
 
@@ -48,22 +52,41 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         assert not left, f"cluster processes left after cluster.sh down: {left}"
 
 
+@pytest.fixture(scope="module")
+def driver(cluster: Cluster):
+    app = Driver(
+        cluster, cluster.directory / "driver-requests.jsonl", cluster.directory / "driver-results.jsonl"
+    )
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
 @pytest.fixture
 def two_workers(cluster: Cluster) -> Cluster:
-    """The cluster with both workers alive (restarts one a previous test killed)."""
+    """The cluster with both workers alive (restarts one that a previous test killed)."""
     cluster.up()
     assert wait_for(lambda: len(cluster.alive_workers()) == cluster.workers, 60)
     return cluster
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = JOB_TIMEOUT_S) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"job did not finish within {timeout}s:\n{err[-3000:]}")
-    return proc.returncode, out, err
+def run_ok(driver: Driver, *argv: str) -> dict:
+    result = driver.run(*argv, timeout=JOB_TIMEOUT_S)
+    assert result["rc"] == 0, f"{argv[0]} failed: {result['stderr'][-3000:]}\n{driver.tail()}"
+    return result
+
+
+def kill_worker_mid_job(cluster: Cluster, driver: Driver, *argv: str) -> dict:
+    """Start a job, SIGKILL worker 1 once it has finished a task of it, return the job's result."""
+    baseline = cluster.finished_tasks(1)
+    job = driver.start(*argv)
+    started = wait_for(
+        lambda: cluster.finished_tasks(1) > baseline or driver.result(job) is not None, JOB_TIMEOUT_S
+    )
+    assert started and driver.result(job) is None, "the job ended before worker 1 finished a task of it"
+    cluster.kill_worker(1)
+    return driver.wait(job, JOB_TIMEOUT_S)
 
 
 # --------------------------------------------------------------------------------------- lifecycle
@@ -71,10 +94,9 @@ def finish(proc: subprocess.Popen[str], timeout: float = JOB_TIMEOUT_S) -> tuple
 
 def test_cluster_is_up_on_loopback_and_up_is_idempotent(two_workers: Cluster) -> None:
     cluster = two_workers
-    status = cluster.status()
-    assert status["status"] == "ALIVE"
-    assert len(cluster.alive_workers()) == 2
-    assert all(w["host"] == "127.0.0.1" for w in cluster.alive_workers())
+    assert cluster.status()["status"] == "ALIVE"
+    workers = cluster.alive_workers()
+    assert len(workers) == 2 and all(w["host"] == "127.0.0.1" for w in workers)
 
     pids = {name: cluster.pid(name) for name in ("master", "worker-1", "worker-2")}
     again = cluster.up()
@@ -92,23 +114,25 @@ def test_cluster_is_up_on_loopback_and_up_is_idempotent(two_workers: Cluster) ->
 
 
 def test_dist_archive_holds_both_packages(cluster: Cluster) -> None:
+    import sys
     import zipfile
 
-    names = zipfile.ZipFile(cluster.directory / "spark_collab.zip").namelist()
+    zip_path = cluster.directory / "spark_collab.zip"
+    names = zipfile.ZipFile(zip_path).namelist()
     expected = {
         p.relative_to(REPO_ROOT).as_posix()
-        for d in ("spark_jobs", "training")
-        for p in (REPO_ROOT / d).glob("*.py")
+        for package in ("spark_jobs", "training")
+        for p in (REPO_ROOT / package).rglob("*.py")
+        if "__pycache__" not in p.parts
     }
     assert set(names) == expected
     # Importable from the archive alone, as on an executor with --py-files: -S drops site-packages
-    # (and with it the editable install), cwd is outside the repository.
+    # (and with it the editable install), and the working directory is outside the repository.
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import spark_jobs.errors as e; "
         "assert e.__file__.startswith(sys.argv[1]), e.__file__"
     )
-    zip_path = str(cluster.directory / "spark_collab.zip")
-    subprocess.run([sys.executable, "-S", "-c", code, zip_path], check=True, cwd=cluster.directory)
+    subprocess.run([sys.executable, "-S", "-c", code, str(zip_path)], check=True, cwd=cluster.directory)
 
 
 # ------------------------------------------------------------------------------------------ faults
@@ -171,44 +195,45 @@ def read_counts(out_dir: Path) -> Counter[str]:
     return Counter(counts)
 
 
-def test_worker_killed_mid_wordcount_gives_exact_counts(two_workers: Cluster, tmp_path: Path) -> None:
+def test_worker_killed_mid_wordcount_gives_exact_counts(
+    two_workers: Cluster, driver: Driver, tmp_path: Path
+) -> None:
     cluster = two_workers
     expected = write_corpus(tmp_path / "corpus", files=24, lines_per_file=3000)
     out_dir = tmp_path / "counts"
-    proc = cluster.spark_submit(
-        "spark_jobs/wordcount.py",
+    log_start = len(driver.output)
+    # One task per file: many small map tasks, spread over both workers. Worker 1 dies after
+    # finishing one, so its shuffle output is lost too and must be recomputed.
+    result = kill_worker_mid_job(
+        cluster,
+        driver,
+        "wordcount",
         str(tmp_path / "corpus"),
         "--output",
         str(out_dir),
-        # One task per file: many small tasks, spread over both workers.
-        conf={"spark.sql.files.maxPartitionBytes": "1m", "spark.sql.files.openCostInBytes": "1m"},
+        "--conf",
+        "spark.sql.files.maxPartitionBytes=65536",
+        "--conf",
+        "spark.sql.files.openCostInBytes=65536",
     )
-    # Kill worker 1 once it has finished a map task (its shuffle output dies with it) while the job runs.
-    ran = wait_for(lambda: cluster.worker_has_run_task(1) or proc.poll() is not None, JOB_TIMEOUT_S)
-    assert ran and proc.poll() is None, "the job ended before worker 1 finished a task; make the input larger"
-    cluster.kill_worker(1)
-    killed_at = time.monotonic()
-    code, out, err = finish(proc)
-    log = out + err
-    assert code == 0, log[-3000:]
-    assert "Lost executor" in log, f"the driver never noticed the dead worker:\n{log[-3000:]}"
-    assert cluster.worker_has_run_task(2), "the surviving worker ran no task"
+    assert result["rc"] == 0, result["stderr"][-3000:]
+    driver_log = "".join(driver.output[log_start:])
+    assert "Lost executor" in driver_log, f"the driver never noticed the dead worker:\n{driver.tail()}"
     assert read_counts(out_dir) == expected
-    print(f"word count finished {time.monotonic() - killed_at:.1f}s after worker 1 was killed")
+    print(f"word count with a worker killed mid-job took {result['elapsed_s']:.1f}s")
 
 
 # ---------------------------------------------------------------------------------------- sharding
 
+SHARD_ARGS = ("shard", "--source", "digits", "--shards", "2")
+
 
 @pytest.fixture(scope="module")
-def digit_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An undisturbed shard run in a local[2] session: the reference manifest, and training's input."""
-    from conftest import spark_args
-
-    from spark_jobs import shard
-
+def digit_shards(cluster: Cluster, driver: Driver, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An undisturbed shard run on the cluster: the reference manifest, and training's input."""
+    cluster.up()
     out = tmp_path_factory.mktemp("reference") / "digits"
-    assert shard.main(["--source", "digits", "--output", str(out), "--shards", "2", *spark_args()]) == 0
+    run_ok(driver, *SHARD_ARGS, "--output", str(out))
     return out
 
 
@@ -217,9 +242,7 @@ def load_manifest(directory: Path) -> dict:
 
 
 def assert_files_match_manifest(directory: Path) -> None:
-    """Every file the manifest lists exists with its recorded checksum, and nothing else is there."""
-    import hashlib
-
+    """Every file the manifest lists is there with its recorded checksum, and nothing else is."""
     listed = set()
     for split in load_manifest(directory)["splits"].values():
         for shard_info in split["shards"]:
@@ -227,34 +250,27 @@ def assert_files_match_manifest(directory: Path) -> None:
                 data = (directory / entry["path"]).read_bytes()
                 assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
                 listed.add(entry["path"])
-    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*.parquet")}
-    assert present == listed
+    assert {p.relative_to(directory).as_posix() for p in directory.rglob("*.parquet")} == listed
 
 
 def test_worker_killed_mid_sharding_leaves_nothing_half_done(
-    two_workers: Cluster, digit_shards: Path, tmp_path: Path
+    two_workers: Cluster, driver: Driver, digit_shards: Path, tmp_path: Path
 ) -> None:
     cluster = two_workers
     out_dir = tmp_path / "shards"
-    args = ("--source", "digits", "--output", str(out_dir), "--shards", "2")
-    proc = cluster.spark_submit("spark_jobs/shard.py", *args)
-    ran = wait_for(lambda: cluster.worker_has_run_task(1) or proc.poll() is not None, JOB_TIMEOUT_S)
-    assert ran and proc.poll() is None, "the job ended before worker 1 finished a task"
-    cluster.kill_worker(1)
-    code, out, err = finish(proc)
-    if code == 0:
-        # Spark re-ran the lost work on worker 2: the output must be exactly the undisturbed one.
+    result = kill_worker_mid_job(cluster, driver, *SHARD_ARGS, "--output", str(out_dir))
+    if result["rc"] == 0:
+        # Spark re-ran the lost work on worker 2: the output is exactly the undisturbed one.
         assert load_manifest(out_dir) == load_manifest(digit_shards)
         assert_files_match_manifest(out_dir)
     else:
-        # A failed run leaves nothing that looks complete: no output directory, no staging debris.
-        assert not out_dir.exists(), (out + err)[-3000:]
+        # A failed run leaves nothing that looks complete.
+        assert not out_dir.exists(), result["stderr"][-3000:]
     assert not list(tmp_path.glob(".shards.*")), "staging directory left behind"
+    print(f"sharding with a worker killed mid-job: rc={result['rc']} after {result['elapsed_s']:.1f}s")
 
-    cluster.up()  # the rerun gets both workers again
-    rerun = cluster.spark_submit("spark_jobs/shard.py", *args, "--overwrite")
-    code, out, err = finish(rerun)
-    assert code == 0, (out + err)[-3000:]
+    cluster.up()  # the rerun has both workers again
+    run_ok(driver, *SHARD_ARGS, "--output", str(out_dir), "--overwrite")
     assert load_manifest(out_dir) == load_manifest(digit_shards)
     assert_files_match_manifest(out_dir)
 
@@ -262,7 +278,8 @@ def test_worker_killed_mid_sharding_leaves_nothing_half_done(
 # ---------------------------------------------------------------------------------------- training
 
 EPOCHS = 3
-FAIL_AT_STEP = 30  # 1438 train rows / 2 ranks / 32 per rank = 22 steps per epoch: mid-epoch 2
+# 1438 train rows / 2 ranks at 32 per rank: 22 steps per epoch, so step 30 is in the middle of epoch 2.
+FAIL_AT_STEP = 30
 
 
 def train_args(shards: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -277,15 +294,10 @@ def train_args(shards: Path, run_dir: Path, *extra: str) -> list[str]:
         "run.plots=false",
         *extra,
     ]
-    args = ["--config", "conf/train/mlp_seed.toml"]
+    args = ["train", "--config", "conf/train/mlp_seed.toml"]
     for item in sets:
         args += ["--set", item]
     return args
-
-
-def submit_train(cluster: Cluster, *args: str) -> tuple[int, str]:
-    code, out, err = finish(cluster.spark_submit("spark_jobs/train.py", *args))
-    return code, out + err
 
 
 def model_state(run_dir: Path) -> dict:
@@ -302,88 +314,63 @@ def assert_same_state(a: dict, b: dict, atol: float) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=lambda m, k=key: f"{k}: {m}")
 
 
-def app_ids(cluster: Cluster, name: str) -> list[str]:
-    status = cluster.status()
-    return [
-        a["id"] for a in status.get("completedapps", []) + status.get("activeapps", []) if a["name"] == name
-    ]
-
-
-def workers_that_ran(cluster: Cluster, app_id: str) -> list[int]:
-    ran = []
-    for index in range(1, cluster.workers + 1):
-        logs = (cluster.directory / "work" / f"worker-{index}").glob(f"{app_id}/*/stderr")
-        if any("Finished task" in log.read_text(errors="replace") for log in logs):
-            ran.append(index)
-    return ran
+def read_result(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def distributed_run(cluster: Cluster, digit_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def distributed_run(
+    cluster: Cluster, driver: Driver, digit_shards: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """Undisturbed training on the cluster: TorchDistributor distributed mode, one barrier task per rank."""
     cluster.up()
     assert wait_for(lambda: len(cluster.alive_workers()) == cluster.workers, 60)
-    before = set(app_ids(cluster, "spark-collab train"))
+    before = [cluster.finished_tasks(i) for i in (1, 2)]
     run_dir = tmp_path_factory.mktemp("train") / "distributed"
-    code, log = submit_train(cluster, *train_args(digit_shards, run_dir, "launch.local_mode=false"))
-    assert code == 0, log[-4000:]
-    (app,) = set(app_ids(cluster, "spark-collab train")) - before
-    # One rank per worker: both workers' executors ran a task of this application.
-    assert workers_that_ran(cluster, app) == [1, 2]
+    run_ok(driver, *train_args(digit_shards, run_dir, "launch.local_mode=false"))
+    # One rank per worker: executors on both workers finished a (barrier) task of this launch.
+    assert all(cluster.finished_tasks(i) > before[i - 1] for i in (1, 2))
     return run_dir
 
 
 @pytest.mark.distributed
 def test_distributed_mode_on_the_cluster_matches_local_mode(
-    spark, distributed_run: Path, digit_shards: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
-    from conftest import spark_args
-
-    from spark_jobs import train
-
+    driver: Driver, distributed_run: Path, digit_shards: Path, tmp_path: Path
+) -> None:
     local_dir = tmp_path / "local"
-    assert train.main([*train_args(digit_shards, local_dir, "launch.local_mode=true"), *spark_args()]) == 0
-    dist_result = json.loads((distributed_run / "result.json").read_text())
-    local_result = json.loads((local_dir / "result.json").read_text())
+    run_ok(driver, *train_args(digit_shards, local_dir, "launch.local_mode=true"))
+    dist_result, local_result = read_result(distributed_run), read_result(local_dir)
     assert dist_result["world_size"] == local_result["world_size"] == 2
-    assert dist_result["steps"] == local_result["steps"]
-    # Same data, seed and collective order; executors may use another thread count for the
-    # matrix products, so float32 sums may round differently.
+    assert dist_result["steps"] == local_result["steps"] == EPOCHS * 22
+    # Same data, seed and collective order. Executors may give torch another thread count than
+    # torchrun's ranks, so float32 sums may round differently: compare to 1e-5, not bit for bit.
     assert_same_state(model_state(distributed_run), model_state(local_dir), atol=1e-5)
     assert dist_result["test_accuracy"] == pytest.approx(local_result["test_accuracy"], abs=0.01)
 
 
 @pytest.mark.distributed
 def test_rank_killed_mid_epoch_then_resume_matches_undisturbed(
-    two_workers: Cluster, distributed_run: Path, digit_shards: Path, tmp_path: Path
+    two_workers: Cluster, driver: Driver, distributed_run: Path, digit_shards: Path, tmp_path: Path
 ) -> None:
-    cluster = two_workers
     run_dir = tmp_path / "faulted"
-    fault = (
-        "launch.local_mode=false",
-        "fault.fail_rank=1",
-        f"fault.fail_at_step={FAIL_AT_STEP}",
-        "fault.mode=exit",
+    # fault.mode=exit: rank 1 dies with os._exit(1) at step 30, no traceback (like a SIGKILL or OOM kill).
+    fault = ("fault.fail_rank=1", f"fault.fail_at_step={FAIL_AT_STEP}", "fault.mode=exit")
+    result = driver.run(
+        *train_args(digit_shards, run_dir, "launch.local_mode=false", *fault), timeout=JOB_TIMEOUT_S
     )
-    start = time.monotonic()
-    code, log = submit_train(cluster, *train_args(digit_shards, run_dir, *fault))
-    elapsed = time.monotonic() - start
-    assert code != 0, log[-4000:]
-    errors = [line for line in log.splitlines() if line.startswith("error:")]
-    assert errors and "rank 1" in errors[0], log[-4000:]
-    print(f"rank 1 failure reported; the faulted submission took {elapsed:.1f}s")
+    assert result["rc"] != 0, driver.tail()
+    errors = [line for line in result["stderr"].splitlines() if line.startswith("error:")]
+    assert errors and "rank 1" in errors[0], result["stderr"][-3000:]
+    print(f"rank 1 failure reported after {result['elapsed_s']:.1f}s: {errors[0][:200]}")
     # Epoch 1 finished and was checkpointed before rank 1 died in epoch 2.
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1]
 
-    code, log = submit_train(
-        cluster, *train_args(digit_shards, run_dir, "launch.local_mode=false", "run.resume=true")
-    )
-    assert code == 0, log[-4000:]
-    resumed = json.loads((run_dir / "result.json").read_text())
-    undisturbed = json.loads((distributed_run / "result.json").read_text())
+    run_ok(driver, *train_args(digit_shards, run_dir, "launch.local_mode=false", "run.resume=true"))
+    resumed, undisturbed = read_result(run_dir), read_result(distributed_run)
     assert resumed["resumed_from_epoch"] == 1
     assert resumed["steps"] == undisturbed["steps"]
+    # Resumed from the epoch-1 checkpoint (model, optimizer, scheduler, RNG) == never interrupted.
     assert_same_state(model_state(run_dir), model_state(distributed_run), atol=0)
     for key in ("train_loss", "val_accuracy", "test_accuracy"):
         assert resumed[key] == undisturbed[key], key

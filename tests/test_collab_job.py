@@ -138,3 +138,32 @@ def test_fedprox_with_client_sampling_through_torchdistributor(spark, tmp_path, 
     assert result["round_to_target"] == (reached[0] if reached else None)
     assert metrics[-1]["global_acc"] > 0.5
     assert (run / "accuracy.png").exists() and (run / "launch" / "rank-1.ok").exists()
+
+
+def test_compare_arms_are_paired(tmp_path):
+    from spark_jobs.collab import compare_configs
+    from training.config import load_config
+
+    base = load_config(Path(__file__).resolve().parent.parent / "conf" / "collab" / "compare.toml")
+    shards = {"iid": "/s/iid", "pathological": "/s/p", "dirichlet0.1": "/s/d"}
+    multi, single = compare_configs(base, shards, seeds=3)
+    assert list(multi) == [
+        "independent",
+        "dml(weight=1)",
+        "fedavg-iid",
+        "fedavg-pathological",
+        "fedavg-dirichlet0.1",
+    ]
+    for seed in range(3):
+        ind, dml = multi["independent"][seed], multi["dml(weight=1)"][seed]
+        assert ind.train.seed == dml.train.seed == seed
+        assert ind.collab.weight == 0.0 and dml.collab.weight == 1.0
+        assert ind.data.shards == dml.data.shards == "/s/iid"
+        assert (ind.model, ind.optim, ind.train) == (dml.model, dml.optim, dml.train)
+        fed = [multi[f"fedavg-{p}"][seed] for p in shards]
+        assert [f.data.shards for f in fed] == ["/s/iid", "/s/p", "/s/d"]
+        assert all(f.collab.mode == "fedavg" and f.train.seed == seed for f in fed)
+        central = single["centralized"][seed]
+        assert central.launch.num_processes == 1 and central.collab.mode == "dml"
+        assert central.train.epochs == base.collab.rounds * base.collab.local_epochs
+    assert base.launch.num_processes == 2  # the shared config object is not mutated by the arms

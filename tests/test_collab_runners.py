@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from training.collab import client_shuffle_seed, make_model, peer_seed, run_dml, run_fedavg, run_local_sgd
 from training.config import CollabConfig, TrainConfig
 from training.data import ShardData, iter_batches
+from training.fusion import FusionError
 
 WORLD = 2
 
@@ -102,6 +103,13 @@ def _worker(rank: int, port: int, jobs: list[tuple[str, Any]], out_dir: str) -> 
                 elif kind == "local_sgd":
                     cfg, parts, test = args
                     results.append(run_local_sgd(cfg, ctx, parts[rank], test, keep_state=True))
+                elif kind == "dml_refused":
+                    cfg, train, test = args
+                    try:
+                        run_dml(cfg, ctx, train, test)
+                        results.append(None)
+                    except FusionError as exc:  # raised alike on every rank, so no rank hangs
+                        results.append(str(exc))
                 else:
                     cfg, clients, test = args
                     mine = {k: d for k, d in enumerate(clients) if k % WORLD == rank}
@@ -252,12 +260,18 @@ def test_fedavg_round_and_dml_baseline_match_hand_rolled_code(digits, tmp_path, 
     dml0.train = dataclasses.replace(dml0.train, epochs=2)
     lsgd = config("local_sgd", rounds=4, sync_steps=5)
     parts = iid_clients(train, [500, 300], seed=2)  # one data part per rank, unequal sizes
-    res_fed, res_prox, res_dml0, res_lsgd = run_two_ranks(
+    avg_same = config("dml", weight=1.0, fusion="average", same_init=True)
+    avg_same.train = dataclasses.replace(avg_same.train, epochs=1)
+    avg_diff = config("dml", weight=1.0, fusion="average", same_init=False)
+    avg_diff.train = dataclasses.replace(avg_diff.train, epochs=1)
+    res_fed, res_prox, res_dml0, res_lsgd, res_avg, refused = run_two_ranks(
         [
             ("fedavg", (fed, clients, test)),
             ("fedavg", (prox, clients, test)),
             ("dml", (dml0, train, test)),
             ("local_sgd", (lsgd, parts, test)),
+            ("dml", (avg_same, train, test)),
+            ("dml_refused", (avg_diff, train, test)),
         ],
         tmp_path,
     )
@@ -283,6 +297,11 @@ def test_fedavg_round_and_dml_baseline_match_hand_rolled_code(digits, tmp_path, 
         assert torch.allclose(res_lsgd["state"][name], tensor, atol=1e-5), name
     assert [r["global_acc"] for r in res_lsgd["history"]] == pytest.approx(lsgd_ref, abs=1.5 / len(test))
     assert [r["steps_per_round"] for r in res_lsgd["history"]] == [5, 5, 5, 5]
+
+    # Parameter averaging: allowed from a shared init (and then really evaluated), refused otherwise.
+    assert res_avg["init_fingerprints"][0] == res_avg["init_fingerprints"][1]
+    assert res_avg["final"]["fusion"] == "average" and 0.1 < res_avg["final"]["fused_acc"] <= 1.0
+    assert refused is not None and "different initialisations" in refused
 
     # weight = 0: each peer is exactly the independently trained model with the same init and batches.
     models = [hand_independent(dml0, train, r) for r in range(WORLD)]

@@ -57,7 +57,13 @@ def test_cjk_only_splits_words_further(lines: list[str]) -> None:
 
 
 def test_examples_by_hand() -> None:
-    assert whitespace_tokens("\ufeffHello,\u00a0World\u2003x\x1cy\x0bz\x0c") == ["Hello,", "World", "x", "y", "z"]
+    assert whitespace_tokens("\ufeffHello,\u00a0World\u2003x\x1cy\x0bz\x0c") == [
+        "Hello,",
+        "World",
+        "x",
+        "y",
+        "z",
+    ]
     assert words_tokens("\ufeffHello, WORLD! it's x_y 42") == ["hello", "world", "it", "s", "x_y", "42"]
     assert cjk_tokens("我爱北京天安门。Hello, 世界!") == ["我", "爱", "北京", "天安门", "hello", "世界"]
     assert cjk_tokens("Café naïve") == ["café", "naïve"]
@@ -88,3 +94,81 @@ def test_decode_lines_counts_invalid_lines(lines: list[bytes]) -> None:
             expected.append(raw.decode("utf-8", errors="replace"))
     text, bad = decode_lines(b"\n".join(lines))
     assert (text, bad) == ("\n".join(expected), expected_bad)
+
+
+# ------------------------------------------------------------------ the Arrow route of the arrow engine
+
+
+def test_arrow_whitespace_equals_python_on_every_code_point() -> None:
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    codes = [c for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    pieces = pc.list_value_length(pc.utf8_split_whitespace(pa.array([f"a{chr(c)}b" for c in codes])))
+    arrow_spaces = [c for c, n in zip(codes, pieces.to_pylist(), strict=True) if n == 2]
+    assert arrow_spaces == [c for c in codes if chr(c).isspace()]
+
+
+def test_python_word_class_is_isalnum_or_underscore() -> None:
+    import sys
+
+    for c in range(sys.maxunicode + 1):
+        ch = chr(c)
+        assert bool(re.fullmatch(r"\w", ch)) == (ch.isalnum() or ch == "_"), hex(c)
+
+
+def _batch_counts(lines: list[bytes], tokenizer: str, use_arrow: bool = True) -> tuple[dict, int]:
+    import pyarrow as pa
+
+    from spark_jobs.fastcount import BatchCounter
+
+    counter = BatchCounter(tokenizer, use_arrow=use_arrow)
+    # Two batches, as a task would see them; every value ends with "\n" like the engine sends it.
+    half = len(lines) // 2
+    for chunk in (lines[:half], lines[half:]):
+        counter.add(pa.array([line + b"\n" for line in chunk], pa.binary()))
+    batch = counter.result()
+    pairs = dict(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True))
+    return {w: c for w, c in pairs.items() if w is not None}, pairs[None]
+
+
+def _ref_counts(lines: list[bytes], tokenizer: str) -> tuple[dict, int]:
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    bad = 0
+    for raw in lines:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad += 1
+            line = raw.decode("utf-8", errors="replace")
+        tokens = ref_whitespace(line) if tokenizer == "whitespace" else ref_words(line.removeprefix("\ufeff"))
+        counts.update(tokens)
+    return dict(counts), bad
+
+
+ENCODED_LINES = st.lists(
+    st.one_of(
+        LINE.map(lambda s: s.replace("\n", "").replace("\r", "").encode()),
+        st.binary(max_size=10).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
+        st.text(alphabet="abc ABC xyz_1!", max_size=20).map(str.encode),
+    ),
+    max_size=10,
+)
+
+
+@given(ENCODED_LINES, st.sampled_from(["whitespace", "words"]))
+@settings(max_examples=300, deadline=None)
+def test_batch_counter_equals_counter_reference(lines: list[bytes], tokenizer: str) -> None:
+    assert _batch_counts(lines, tokenizer) == _ref_counts(lines, tokenizer)
+
+
+def test_batch_counter_routes_agree_on_tricky_text() -> None:
+    text = "ΟΔΟΣ Σίσυφος İstanbul straße ﬁne Ⅻ ²³ x_y ÉCOLE naïve 中文 \u00a0a\u2003b\x1cc\x85d"
+    lines = [text.encode(), b"plain ascii Words, here!", "Ἀθῆναι ǅ ǈ".encode()]
+    for tokenizer in ("whitespace", "words"):
+        assert _batch_counts(lines, tokenizer) == _ref_counts(lines, tokenizer)
+        assert _batch_counts(lines, tokenizer, use_arrow=False) == _ref_counts(lines, tokenizer)

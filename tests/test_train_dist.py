@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import spark_args
 from train_shards import blob_shards
 
@@ -30,8 +29,12 @@ def _rank_runs(runs: list[list[str]]) -> dict:
     from training.config import load_config
     from training.loop import train
 
-    steps = [train(load_config(None, overrides))["steps"] for overrides in runs]
-    return {"rank": int(os.environ["RANK"]), "steps": steps}
+    results = [train(load_config(None, overrides)) for overrides in runs]
+    return {
+        "rank": int(os.environ["RANK"]),
+        "steps": [r["steps"] for r in results],
+        "test_accuracy": [r["test_accuracy"] for r in results],
+    }
 
 
 def _sleep_forever(_: object) -> None:
@@ -91,6 +94,17 @@ def two_rank_reference(shards: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.state_dict().items()}
 
 
+def one_process_accuracy(shards: Path, state: dict[str, torch.Tensor]) -> float:
+    from training.data import load_shard
+    from training.models import build_model
+
+    data = load_shard(shards, "test")
+    model = build_model("mlp_seed", data.feature_shape, data.num_classes)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        return int((model(data.features).argmax(1) == data.labels).sum()) / len(data)
+
+
 def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
     assert a.keys() == b.keys()
     for k in a:
@@ -118,6 +132,11 @@ def test_ddp_fsdp_and_resume_on_two_ranks(spark, shards: Path, tmp_path: Path) -
     assert_same_state(load_model_state(tmp_path / "fsdp" / "checkpoint.pt"), ddp, atol=1e-5)
     # Stopped after epoch 1 and resumed == uninterrupted, bit for bit on CPU.
     assert_same_state(load_model_state(tmp_path / "part" / "checkpoint.pt"), ddp, atol=0)
+    # Test accuracy evaluated across two ranks == a one-process count with the saved weights.
+    assert out["test_accuracy"][0] == pytest.approx(one_process_accuracy(shards, ddp))
+    assert out["test_accuracy"][1] == pytest.approx(
+        one_process_accuracy(shards, load_model_state(tmp_path / "fsdp" / "checkpoint.pt"))
+    )
 
 
 @pytest.mark.parametrize("mode", ["raise", "exit"])
@@ -127,7 +146,10 @@ def test_rank1_failure_surfaces_in_local_mode(spark, shards: Path, tmp_path: Pat
     from training.loop import train
 
     cfg = load_config(
-        None, overrides(shards, tmp_path / "run", "fault.fail_rank=1", "fault.fail_at_step=3", f"fault.mode={mode}")
+        None,
+        overrides(
+            shards, tmp_path / "run", "fault.fail_rank=1", "fault.fail_at_step=3", f"fault.mode={mode}"
+        ),
     )
     with pytest.raises(RankFailure) as info:
         launch(train, cfg, num_processes=2, local_mode=True, timeout_s=120)
@@ -143,7 +165,9 @@ def test_rank1_failure_surfaces_in_distributed_mode_via_cli(  # type: ignore[no-
 ) -> None:
     from spark_jobs.train import main
 
-    sets = overrides(shards, tmp_path / "run", "launch.local_mode=false", "fault.fail_rank=1", "fault.fail_at_step=2")
+    sets = overrides(
+        shards, tmp_path / "run", "launch.local_mode=false", "fault.fail_rank=1", "fault.fail_at_step=2"
+    )
     argv = [x for s in sets for x in ("--set", s)]
     assert main(spark_args(*argv)) == 1
     err = capsys.readouterr().err
@@ -169,7 +193,7 @@ def test_hang_is_bounded_by_the_timeout(spark, tmp_path: Path) -> None:  # type:
     from spark_jobs.launcher import LaunchTimeout, launch
 
     launch_dir = tmp_path / "launch"
-    with pytest.raises(LaunchTimeout, match="launch.timeout_s"):
+    with pytest.raises(LaunchTimeout, match=r"launch\.timeout_s"):
         launch(_sleep_forever, None, num_processes=2, local_mode=True, timeout_s=8, launch_dir=launch_dir)
     pids = [int(p.read_text().split()[0]) for p in launch_dir.glob("rank-*.pid")]
     assert len(pids) == 2

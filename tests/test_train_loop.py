@@ -9,14 +9,23 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from train_shards import blob_shards
+
 from training.checkpoint import load_model_state
 from training.config import load_config
 from training.data import iter_batches, load_shard
 from training.faults import InjectedFault
 from training.loop import build_optimizer, train
 from training.models import build_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # type: ignore[no-untyped-def]
+    # As torchrun gives each rank: two OpenMP threads on a busy two-core machine crawl.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -146,5 +155,5 @@ def test_too_few_shards_for_the_ranks_is_an_error(shards: Path, tmp_path: Path) 
     from training.loop import load_rank_data
 
     ctx = DistContext(global_rank=0, local_rank=0, world_size=3, device=torch.device("cpu"), backend="gloo")
-    with pytest.raises(ValueError, match="launch.num_processes=3"):
+    with pytest.raises(ValueError, match=r"launch\.num_processes=3"):
         load_rank_data(str(shards), "train", ctx)

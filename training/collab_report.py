@@ -256,7 +256,7 @@ def plot_compare(out_dir: Path, arms: Mapping[str, Sequence[Mapping[str, Any]]])
                 marker="o",
                 label=arm,
             )
-            ax_a.plot(
+            (line,) = ax_a.plot(
                 epochs,
                 [sum(r["history"][i]["mean_peer_acc"] for r in rs) / n for i in range(len(epochs))],
                 marker="o",
@@ -266,6 +266,7 @@ def plot_compare(out_dir: Path, arms: Mapping[str, Sequence[Mapping[str, Any]]])
                 epochs,
                 [sum(r["history"][i]["ensemble_acc"] for r in rs) / n for i in range(len(epochs))],
                 ls="--",
+                color=line.get_color(),
                 label=f"{arm}: ensemble",
             )
         ax_d.set_xlabel("epoch")

@@ -99,7 +99,11 @@ def _read_file(path: Path, entry: dict[str, Any], verify: bool) -> pa.Table:
 
 def _features_numpy(column: pa.ChunkedArray | pa.Array, dim: int, where: Path | str) -> np.ndarray:
     """``[N, dim]`` float32 view of a list<float32> column, without copying when Arrow allows."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column, pa.ChunkedArray):
+        # combine_chunks copies even a single chunk; take that chunk as it is.
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    else:
+        array = column
     if array.null_count:
         raise ValueError(f"{where}: null feature vectors")
     if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):

@@ -152,9 +152,9 @@ def evaluate(
         with autocast_for(ctx, bf16):
             logits = model(x)
         correct += (logits.argmax(dim=1) == y).sum()
-    total_correct, total = all_reduce_sum([float(correct.item()), float(n)], ctx)
+    (total_correct,) = all_reduce_sum([float(correct.item())], ctx)
     model.train()
-    return total_correct / total if total else float("nan")
+    return total_correct / n if n else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------
