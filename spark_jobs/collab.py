@@ -85,12 +85,21 @@ def _absolute(path: str) -> str:
 
 
 def _load(config: str | None, overrides: Sequence[str]) -> TrainConfig:
-    from training.config import load_config
+    from training.config import load_config, validate
 
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, check=False)
+        # train.batch_size is per peer / per client here, not a global batch split over the ranks,
+        # so the data-parallel rule "a multiple of launch.num_processes" must not apply: validate
+        # everything else on a copy whose batch satisfies it.
+        per_rank = dataclasses.replace(
+            cfg.train, batch_size=max(cfg.train.batch_size, 0) * cfg.launch.num_processes
+        )
+        validate(dataclasses.replace(cfg, train=per_rank))
     except ValueError as exc:
         raise JobInputError(str(exc)) from None
+    if cfg.train.batch_size < 1:
+        raise JobInputError("train.batch_size: must be >= 1 (the batch of one peer or client)")
     if cfg.collab is None:
         raise JobInputError(
             f"--config {config}: no [collab] section; collaborative runs need one (see conf/collab/dml.toml), "
@@ -128,6 +137,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     n = cfg.launch.num_processes
     if c.weight < 0:
         raise JobInputError("collab.weight: must be >= 0 (0 = independent peers, the paired baseline)")
+    if c.sync_steps < 0:
+        raise JobInputError("collab.sync_steps: must be >= 0 (0 = average every collab.local_epochs epochs)")
     if c.mode == "dml" and len(c.peers) > n:
         raise JobInputError(
             f"collab.peers lists {len(c.peers)} models for launch.num_processes={n} (one peer per rank); "

@@ -524,10 +524,12 @@ def _plan_and_write(
             )
         feature_shape = wanted_shape
 
-    counts_rows = df.groupBy("label").count().collect()
-    class_counts = [0] * num_classes
-    for row in counts_rows:
-        class_counts[row["label"]] = row["count"]
+    if src.arrays is not None:  # parsed on the driver already: no Spark job needed for the counts
+        class_counts = np.bincount(src.arrays[1], minlength=num_classes).tolist()
+    else:
+        class_counts = [0] * num_classes
+        for row in df.groupBy("label").count().collect():
+            class_counts[row["label"]] = row["count"]
     total = sum(class_counts)
     partition_splits = parse_partition_splits(args.partition_splits)
     plan = make_plan(class_counts, fractions, partition, args.shards, partition_splits, args.seed)

@@ -33,13 +33,15 @@ _HAS_HAN = re.compile(f"[{_HAN_CLASS}]")
 _HAN_OR_OTHER = re.compile(f"[{_HAN_CLASS}]+|[^{_HAN_CLASS}]+")
 
 
+_LINE_START_BOM = re.compile("(?:^|(?<=[\r\n]))\ufeff")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
 def strip_line_boms(text: str) -> str:
-    """Drop one U+FEFF at the start of ``text`` and after every ``\\n`` (line starts)."""
+    """Drop one U+FEFF at the start of ``text`` and at every line start (after LF or CR)."""
     if BOM not in text:
         return text
-    if text.startswith(BOM):
-        text = text[1:]
-    return text.replace("\n" + BOM, "\n")
+    return _LINE_START_BOM.sub("", text)
 
 
 def whitespace_tokens(text: str) -> list[str]:
@@ -98,7 +100,7 @@ def get_tokenizer(name: str) -> Callable[[str], list[str]]:
 
 
 def decode_lines(blob: bytes) -> tuple[str, int]:
-    """Decode ``\\n``-separated UTF-8 lines; return the text and how many lines had invalid bytes.
+    """Decode UTF-8 lines; return the text and how many lines had invalid bytes.
 
     Invalid sequences become U+FFFD (Python's ``errors="replace"``). The strict decode of the whole
     block is the fast path: almost all input is valid, and only a failing block is re-decoded line by line.
@@ -109,7 +111,8 @@ def decode_lines(blob: bytes) -> tuple[str, int]:
         pass
     bad = 0
     parts: list[str] = []
-    for raw in blob.split(b"\n"):
+    # Lines as Spark's text reader cuts them: LF, CRLF or a lone CR.
+    for raw in _LINE_END.split(blob):
         try:
             parts.append(raw.decode("utf-8"))
         except UnicodeDecodeError:

@@ -124,7 +124,7 @@ def _is_empty(path: str) -> bool:
 
 
 def _arrow_count_task(tokenizer: str):
-    """The map side of the ``arrow`` engine: one combiner per task over whole Arrow batches."""
+    """Map side of the ``arrow`` engine over lines from Spark's text reader."""
 
     def count_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from spark_jobs.fastcount import BatchCounter
@@ -137,17 +137,54 @@ def _arrow_count_task(tokenizer: str):
     return count_batches
 
 
+def _split_count_task(tokenizer: str):
+    """Map side of the ``arrow`` engine when each task reads its own byte range of a local file."""
+
+    def count_splits(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from spark_jobs.fastcount import BatchCounter, read_split
+
+        counter = BatchCounter(tokenizer)
+        for batch in batches:
+            for path, start, end in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
+                for block in read_split(path, start, end):
+                    counter.add_blob(block)
+        yield counter.result()
+
+    return count_splits
+
+
+def byte_splits(files: Sequence[str], parallelism: int) -> list[tuple[str, int, int]]:
+    """(path, start, end) ranges like Spark's file splits: about total / parallelism bytes each,
+    between 4 MB and 128 MB; compressed files are one split (end -1: read to the end)."""
+    sizes = {f: os.path.getsize(f) for f in files}
+    target = min(128 << 20, max(4 << 20, sum(sizes.values()) // max(parallelism, 1) + 1))
+    splits: list[tuple[str, int, int]] = []
+    for path, size in sizes.items():
+        if path.endswith((".gz", ".bz2")):
+            splits.append((path, 0, -1))
+        else:
+            splits += [(path, start, min(start + target, size)) for start in range(0, size, target)]
+    return splits
+
+
 def _lines(spark: SparkSession, files: Sequence[str]) -> DataFrame:
     return spark.read.text(list(files))
 
 
-def count_arrow(spark: SparkSession, files: Sequence[str], tokenizer: str) -> DataFrame:
+def count_arrow(spark: SparkSession, files: Sequence[str], tokenizer: str, direct: bool = True) -> DataFrame:
     from pyspark.sql import functions as F
 
-    # Each line goes to Python as raw bytes with its "\n" so a batch is one contiguous buffer;
-    # bytes, not strings, so invalid UTF-8 reaches our decoder instead of being replaced silently.
-    raw = _lines(spark, files).select(F.concat(F.col("value"), F.lit("\n")).cast("binary").alias("line"))
-    partials = raw.mapInArrow(_arrow_count_task(tokenizer), OUTPUT_SCHEMA)
+    if direct and not any(_has_scheme(f) for f in files):
+        # Local (or shared-mount) files: each task reads its byte range itself, so the text never
+        # passes through the JVM line reader, and never travels as one row per line.
+        splits = byte_splits(files, spark.sparkContext.defaultParallelism)
+        ranges = spark.sparkContext.parallelize(splits, len(splits)).toDF("path string, start long, end long")
+        partials = ranges.mapInArrow(_split_count_task(tokenizer), OUTPUT_SCHEMA)
+    else:
+        # Each line goes to Python as raw bytes with its "\n" so a batch is one contiguous buffer;
+        # bytes, not strings, so invalid UTF-8 reaches our decoder instead of being replaced silently.
+        raw = _lines(spark, files).select(F.concat(F.col("value"), F.lit("\n")).cast("binary").alias("line"))
+        partials = raw.mapInArrow(_arrow_count_task(tokenizer), OUTPUT_SCHEMA)
     return partials.groupBy("word").agg(F.sum("count").alias("count"))
 
 

@@ -75,6 +75,7 @@ def test_average_fusion_across_different_inits_refused_before_spark(tmp_path, sh
         ('mode = "dml"', ["--set", "data.test_split=holdout"], "no 'holdout' split"),
         ('mode = "dml"', ["--set", "collab.weight=-1"], "collab.weight"),
         ('mode = "gossip"', [], "collab.mode"),
+        ('mode = "local_sgd"', ["--set", "collab.sync_steps=-1"], "collab.sync_steps"),
         ('mode = "dml"\npeers = ["mlp", "mlp", "cnn"]', [], "one peer per rank"),
     ],
 )
@@ -84,6 +85,16 @@ def test_bad_input_is_one_error_line(tmp_path, shards, capsys, collab, overrides
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_batch_size_is_per_peer_not_a_multiple_of_the_ranks(tmp_path, shards):
+    from spark_jobs.collab import _load
+
+    cfg = _load(
+        str(_cfg(tmp_path, shards, 'mode = "dml"')),
+        ["launch.num_processes=3", "train.batch_size=32"],  # 32 is not a multiple of 3: fine per peer
+    )
+    assert cfg.train.batch_size == 32 and cfg.launch.num_processes == 3
 
 
 def test_config_without_collab_section_is_refused(tmp_path, shards, capsys):

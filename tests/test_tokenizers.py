@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from hypothesis import given, settings
@@ -68,7 +69,7 @@ def test_examples_by_hand() -> None:
     assert cjk_tokens("我爱北京天安门。Hello, 世界!") == ["我", "爱", "北京", "天安门", "hello", "世界"]
     assert cjk_tokens("Café naïve") == ["café", "naïve"]
     # A BOM at the start of any line of a block goes; one inside a word stays (it is not a BOM there).
-    assert strip_line_boms("\ufeffa\n\ufeffb c\ufeffd") == "a\nb c\ufeffd"
+    assert strip_line_boms("\ufeffa\n\ufeffb c\ufeffd\r\ufeffe\r\n\ufeff") == "a\nb c\ufeffd\re\r\n"
 
 
 def test_get_tokenizer_rejects_unknown() -> None:
@@ -81,7 +82,7 @@ def test_get_tokenizer_rejects_unknown() -> None:
         raise AssertionError("unknown tokenizer accepted")
 
 
-@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=6))
+@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=6))
 @settings(max_examples=300, deadline=None)
 def test_decode_lines_counts_invalid_lines(lines: list[bytes]) -> None:
     expected_bad = 0
@@ -172,3 +173,26 @@ def test_batch_counter_routes_agree_on_tricky_text() -> None:
     for tokenizer in ("whitespace", "words"):
         assert _batch_counts(lines, tokenizer) == _ref_counts(lines, tokenizer)
         assert _batch_counts(lines, tokenizer, use_arrow=False) == _ref_counts(lines, tokenizer)
+
+
+@given(
+    st.lists(st.sampled_from([b"", b"a", b"bc d", b"\r", b"\xef\xbb\xbfx", b"long " * 9]), max_size=30),
+    st.lists(st.integers(min_value=1, max_value=200), max_size=6),
+    st.integers(min_value=1, max_value=16),
+    st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_read_split_covers_every_line_once(tmp_path_factory, lines, cuts, chunk, trailing_newline) -> None:
+    from spark_jobs.fastcount import read_split
+
+    data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
+    path = tmp_path_factory.mktemp("split") / "f.txt"
+    path.write_bytes(data)
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    pieces = [
+        block
+        for start, end in itertools.pairwise(bounds)
+        for block in read_split(str(path), start, end, chunk)
+    ]
+    assert b"".join(pieces) == data
+    assert all(block.endswith(b"\n") for block in pieces[:-1])

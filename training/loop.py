@@ -213,7 +213,7 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
     first_step_time: float | None = None
     t_train0 = time.time()
     for epoch in range(start_epoch, cfg.train.epochs + 1):
-        t_epoch = time.perf_counter()
+        t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
         batches = iter_batches(
@@ -238,6 +238,7 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
             correct += (logits.detach().argmax(dim=1) == y).sum()
         loss_total, correct_total = all_reduce_sum([float(loss_sum.item()), float(correct.item())], ctx)
         epoch_time = time.perf_counter() - t_epoch
+        cpu_time = time.process_time() - cpu_epoch  # this rank's CPU seconds: robust on busy machines
         seen = steps * cfg.train.batch_size
         val_acc = (
             evaluate(model, val_data, ctx, cfg.train.eval_batch_size, cfg.train.bf16) if val_data else None
@@ -250,6 +251,7 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
             "val_accuracy": val_acc,
             "samples_per_s": seen / epoch_time,
             "epoch_time_s": epoch_time,
+            "cpu_time_s": cpu_time,
             "lr": scheduler.get_last_lr()[0],
             "elapsed_s": time.time() - t_train0,
         }
