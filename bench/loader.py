@@ -129,8 +129,11 @@ def measure(contenders: dict[str, tuple[Callable[[], int], int]]) -> dict[str, t
     round, so load from other processes on this shared machine hits all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     rows: dict[str, int] = {}
+    names = list(contenders)
     for round_ in range(max(passes for _, passes in contenders.values())):
-        for name, (fn, passes) in contenders.items():
+        shift = round_ % len(names)  # rotate who goes first: no contender always follows the slow one
+        for name in names[shift:] + names[:shift]:
+            fn, passes = contenders[name]
             if round_ >= passes:
                 continue
             start = time.perf_counter()

@@ -16,6 +16,11 @@
 #   CLUSTER_WORKER_PORT    RPC port of worker 1, worker i gets this + i - 1; 0 = any free port (0)
 #   CLUSTER_START_TIMEOUT  seconds to wait for the workers to register (60)
 #   CLUSTER_STOP_GRACE     seconds between SIGTERM and SIGKILL on `down` (5)
+#   CLUSTER_MASTER_OPTS    -D options for the master (-Dspark.master.rest.enabled=false)
+#   CLUSTER_AUTH_SECRET_FILE  a file holding a shared secret: turns on spark.authenticate for every
+#                          daemon (via a private spark-defaults.conf, so the secret is not on a command
+#                          line); applications need the same secret (docs/cluster.md#security)
+#   SPARK_DAEMON_JAVA_OPTS passed through to every daemon
 #   PYTHON                 interpreter executors run (.venv/bin/python)
 #
 # Every daemon runs in its own session (setsid), so its process group also holds the executors and
@@ -112,6 +117,21 @@ with socket.socket() as s:
 EOF
 }
 
+# Daemons read spark-defaults.conf from SPARK_CONF_DIR. Spark's standalone daemons take the secret
+# only as spark.authenticate.secret (spark.authenticate.secret.file is for Kubernetes), so it goes
+# into this file, readable by its owner only, rather than onto a command line that `ps` shows.
+write_daemon_conf() {
+    local target="$1"
+    rm -f "$target"
+    [ -n "${CLUSTER_AUTH_SECRET_FILE:-}" ] || return 0
+    [ -r "$CLUSTER_AUTH_SECRET_FILE" ] || die "CLUSTER_AUTH_SECRET_FILE=$CLUSTER_AUTH_SECRET_FILE is not readable"
+    (
+        umask 077
+        printf 'spark.authenticate true\nspark.authenticate.secret %s\n' \
+            "$(tr -d '[:space:]' <"$CLUSTER_AUTH_SECRET_FILE")" >"$target"
+    )
+}
+
 cmd_up() {
     SPARK_HOME="$(spark_home)"
     export SPARK_HOME
@@ -128,6 +148,7 @@ cmd_up() {
     # Spark's own conf/ dir would be inside site-packages; ours keeps user files out of the venv.
     export SPARK_CONF_DIR="$CLUSTER_DIR/conf"
     mkdir -p "$SPARK_CONF_DIR"
+    write_daemon_conf "$SPARK_CONF_DIR/spark-defaults.conf"
 
     if pid="$(alive master)"; then
         echo "master already running (pid $pid)"

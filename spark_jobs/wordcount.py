@@ -2,10 +2,11 @@
 
 Three engines, all exact and all giving the same table (``word: string``, ``count: int64``):
 
-- ``arrow`` (default, the fastest): Spark reads the input as lines; each map task gets them as Arrow
-  batches of raw bytes and counts whole batches at once (:mod:`spark_jobs.fastcount`: Arrow compute
-  kernels where they are provably exact, one Python ``Counter`` per task otherwise): the in-mapper
-  combiner. Only (word, partial count) pairs cross the shuffle, where Spark's built-in ``sum`` reduces them.
+- ``arrow`` (default, the fastest): each map task reads its own byte range of the input (Hadoop's
+  split rule; Spark's text reader for ``hdfs://``-style paths, whose lines then arrive as Arrow
+  batches), decodes and tokenizes megabyte blocks with one Python call each and counts them into one
+  ``Counter`` per task: the in-mapper combiner (:mod:`spark_jobs.fastcount`). Only (word, partial
+  count) pairs cross the shuffle, where Spark's built-in ``sum`` reduces them.
 - ``rdd``: the same Map -> Shuffle -> Reduce spelled out with RDD operations: ``mapPartitions`` with
   an in-mapper combiner, ``partitionBy`` (hash partitioning), then a reduce per partition.
 - ``dataframe``: Spark SQL built-ins. ``whitespace`` runs entirely in the JVM (``split`` on a character

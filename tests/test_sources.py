@@ -147,3 +147,34 @@ def test_table_source_errors(spark, tmp_path: Path) -> None:
         load_dataframe(spark, parse_source(f"csv:{ok}", num_classes=1), TableOptions())
     with pytest.raises(JobInputError, match=re.escape("no column 'target'")):
         load_dataframe(spark, parse_source(f"csv:{neg}"), TableOptions(label_col="target"))
+
+
+def test_row_index_ids_do_not_depend_on_file_splitting(spark, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    expected = {}
+    for f in range(2):
+        lines = ["v,label"]
+        for i in range(40):
+            value = f * 1000 + i
+            lines.append(f"{value},{i % 2}")
+            expected[f * 40 + i] = float(value)  # file order by name, then line order
+        (folder / f"part-{f}.csv").write_text("\n".join(lines) + "\n")
+    src = parse_source(f"csv:{folder}")
+
+    def ids_to_values() -> dict[int, float]:
+        df, _, _ = load_dataframe(spark, src, TableOptions())
+        try:
+            return {r["id"]: r["features"][0] for r in df.collect()}
+        finally:
+            df.unpersist()
+
+    assert ids_to_values() == expected
+    key = "spark.sql.files.maxPartitionBytes"
+    old = spark.conf.get(key)
+    spark.conf.set(key, "64")  # many small splits per file
+    try:
+        assert spark.read.csv(str(folder), header=True).rdd.getNumPartitions() > 2
+        assert ids_to_values() == expected
+    finally:
+        spark.conf.set(key, old)
