@@ -316,3 +316,14 @@ class Driver:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+    def leftovers(self) -> list[int]:
+        """Live processes of the driver's session (driver JVM, Python driver, local-mode torch ranks)."""
+        alive = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                # fields[0] is the state, [3] the session id; zombies are already dead.
+                if int(fields[3]) == self.proc.pid and fields[0] != "Z":
+                    alive.append(int(entry.name))
+        return alive

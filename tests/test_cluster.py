@@ -61,6 +61,7 @@ def driver(cluster: Cluster):
         yield app
     finally:
         app.stop()
+        assert not app.leftovers(), f"driver processes left: {app.leftovers()}"
 
 
 @pytest.fixture

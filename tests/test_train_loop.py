@@ -157,3 +157,33 @@ def test_too_few_shards_for_the_ranks_is_an_error(shards: Path, tmp_path: Path) 
     ctx = DistContext(global_rank=0, local_rank=0, world_size=3, device=torch.device("cpu"), backend="gloo")
     with pytest.raises(ValueError, match=r"launch\.num_processes=3"):
         load_rank_data(str(shards), "train", ctx)
+
+
+@pytest.mark.parametrize("extra", [["train.bf16=true"], ["optim.name=adam", "optim.lr=0.01"]])
+def test_bf16_autocast_and_adam_train(shards: Path, tmp_path: Path, extra: list[str]) -> None:
+    result = train(cfg_for(shards, tmp_path / "run", "train.epochs=2", *extra))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["train_loss"]) for r in lines)
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]  # it learns
+    assert result["steps"] == 16
+
+
+def test_use_gpu_without_cuda_names_the_key(shards: Path, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match=r"launch\.use_gpu"):
+        train(cfg_for(shards, tmp_path / "run", "launch.use_gpu=true"))
+
+
+def test_cli_refuses_an_earlier_run_without_overwrite(
+    shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spark_jobs.train import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "result.json").write_text("{}")
+    assert main(["--set", f"data.shards='{shards}'", "--set", f"run.dir='{run}'"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "run.resume=true" in err
+    assert (run / "result.json").read_text() == "{}"  # untouched
