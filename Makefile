@@ -3,9 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CPU build by default (installs from the local wheel here); GPU users: make setup TORCH_SPEC='torch==2.13.0'
-# with their CUDA index, or any torch>=2.6 already in the venv.
+# CPU build by default (installs from the local wheel here). GPU users pick their build, e.g.
+#   make setup TORCH_SPEC='torch==2.13.0' TORCH_PIP_ARGS='--index-url https://<your CUDA wheel index>'
 TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 SETUP_STAMP := $(VENV)/.setup-done
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
@@ -23,7 +24,7 @@ check-java:
 $(SETUP_STAMP): pyproject.toml | check-java
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 

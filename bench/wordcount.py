@@ -21,7 +21,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from operator import add
 from pathlib import Path
 
@@ -66,11 +66,14 @@ def classic_rdd(spark, path: Path, tokenizer: str) -> Counts:
     """Spark's examples/src/main/python/wordcount.py, with our tokenizer instead of split(' ')."""
     if tokenizer == "whitespace":
         split = str.split
-    else:
+    elif tokenizer == "words":
         word = re.compile(r"\w+")
 
         def split(line: str) -> list[str]:
             return word.findall(line.lower())
+
+    else:
+        split = get_tokenizer(tokenizer)
 
     lines = spark.read.text(str(path)).rdd.map(lambda r: r[0])
     return dict(lines.flatMap(split).map(lambda w: (w, 1)).reduceByKey(add).collect())
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     ours(spark, warm, "words", "arrow", work / "out")
     warmup_s = time.perf_counter() - started
-    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, master {args.master}, {os.cpu_count()} CPUs")
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, master {args.master}, {os.cpu_count()} CPUs")
     print(f"startup: session {session_s:.1f} s, first tiny job (python workers) {warmup_s:.1f} s", flush=True)
 
     cases: list[tuple[str, Path, str]] = []
