@@ -74,13 +74,13 @@ CLUSTER_ENV = CLUSTER_DIR=$(CLUSTER_DIR) CLUSTER_HOST=$(CLUSTER_HOST) CLUSTER_MA
 	CLUSTER_WORKER_WEBUI_PORT=$(CLUSTER_WORKER_WEBUI_PORT) PYTHON=$(abspath $(PY))
 
 cluster-up: setup
-	$(CLUSTER_ENV) scripts/cluster.sh up
+	$(CLUSTER_ENV) bash scripts/cluster.sh up
 
 cluster-down:
-	$(CLUSTER_ENV) scripts/cluster.sh down
+	$(CLUSTER_ENV) bash scripts/cluster.sh down
 
 cluster-status:
-	@$(CLUSTER_ENV) scripts/cluster.sh status
+	@$(CLUSTER_ENV) bash scripts/cluster.sh status
 
 # --py-files archive of our packages for spark-submit; the submit lines are in docs/cluster.md.
 dist: setup

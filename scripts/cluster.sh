@@ -205,7 +205,7 @@ cmd_down() {
         fi
     done
     for i in $(seq 1 "$((CLUSTER_STOP_GRACE * 5))"); do
-        pgrep_groups "${groups[@]}" >/dev/null || break
+        [ -n "$(pgrep_groups "${groups[@]}")" ] || break
         sleep 0.2
     done
     left="$(pgrep_groups "${groups[@]}")"
@@ -229,9 +229,23 @@ cmd_down() {
     echo "cluster down"
 }
 
+# Live (non-zombie) processes whose process group is one of the arguments; read from /proc so the
+# script needs no procps.
 pgrep_groups() {
-    local g
-    for g in "$@"; do pgrep -g "$g" || true; done
+    [ "$#" -gt 0 ] || return 0
+    local stat line fields g
+    for stat in /proc/[0-9]*/stat; do
+        line="$(cat "$stat" 2>/dev/null)" || continue
+        # Fields after the command name (which may hold spaces): state ppid pgrp ...
+        read -r -a fields <<<"${line##*) }"
+        [ "${fields[0]:-Z}" != "Z" ] || continue
+        for g in "$@"; do
+            if [ "${fields[2]:-}" = "$g" ]; then
+                stat="${stat#/proc/}"
+                echo "${stat%/stat}"
+            fi
+        done
+    done
 }
 
 cmd_status() {

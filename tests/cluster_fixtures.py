@@ -101,7 +101,7 @@ class Cluster:
 
     def script(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(CLUSTER_SH), *args],
+            ["bash", str(CLUSTER_SH), *args],
             env=self.env,
             cwd=REPO_ROOT,
             capture_output=True,

@@ -78,8 +78,16 @@ def run_ok(driver: Driver, *argv: str) -> dict:
     return result
 
 
+def executors_on_all_workers(cluster: Cluster) -> bool:
+    """The driver application holds a core (its executor) on every worker."""
+    apps = cluster.status().get("activeapps", [])
+    return len(apps) == 1 and apps[0]["cores"] == cluster.workers
+
+
 def kill_worker_mid_job(cluster: Cluster, driver: Driver, *argv: str) -> dict:
     """Start a job, SIGKILL worker 1 once it has finished a task of it, return the job's result."""
+    # A restarted worker needs a few seconds to start the application's executor.
+    assert wait_for(lambda: executors_on_all_workers(cluster), 90), cluster.status()
     baseline = cluster.finished_tasks(1)
     job = driver.start(*argv)
     started = wait_for(
