@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from training.report import save_figure_atomic, write_text_atomic
 
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
 ACCURACY_PNG = "accuracy.png"
 AGREEMENT_PNG = "agreement.png"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def step_key(result: Mapping[str, Any]) -> str:
@@ -77,8 +72,8 @@ def write_run(
     out.mkdir(parents=True, exist_ok=True)
     doc = {k: v for k, v in result.items() if k != "state"}
     doc.update(extra or {})
-    _atomic_text(out / RESULT, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
-    _atomic_text(out / METRICS, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in result["history"]))
+    write_text_atomic(out / RESULT, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    write_text_atomic(out / METRICS, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in result["history"]))
     return [out / RESULT, out / METRICS, *plot_run(out, result)]
 
 
@@ -96,10 +91,8 @@ def _save(fig: Any, path: Path) -> Path:
 
     for ax in fig.axes:  # epochs and rounds are whole numbers
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    save_figure_atomic(fig, path)
     _pyplot().close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -21,14 +21,13 @@ import dataclasses
 import inspect
 import itertools
 import textwrap
+import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 
 @dataclass

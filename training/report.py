@@ -19,10 +19,19 @@ RESULT = "result.json"
 CURVES = "curves.png"
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary sibling and ``os.replace``: readers never see a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def save_figure_atomic(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG the same way (temporary sibling, then rename)."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+    return path
 
 
 def progress_line(rec: dict[str, Any], epochs: int) -> str:
@@ -47,7 +56,7 @@ def reset_metrics(run_dir: str | Path, keep_through_epoch: int) -> list[dict[str
     kept = [r for r in read_metrics(run_dir) if r["epoch"] <= keep_through_epoch]
     path = Path(run_dir) / METRICS
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
 
@@ -59,7 +68,7 @@ def append_metrics(run_dir: str | Path, rec: dict[str, Any]) -> None:
 
 def write_result(run_dir: str | Path, result: dict[str, Any]) -> Path:
     path = Path(run_dir) / RESULT
-    _atomic_text(path, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -87,9 +96,6 @@ def plot_curves(run_dir: str | Path, records: Sequence[dict[str, Any]], title: s
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(run_dir) / CURVES
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    path = save_figure_atomic(fig, Path(run_dir) / CURVES)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
