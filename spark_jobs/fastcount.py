@@ -3,12 +3,14 @@
 No Spark here. A task hands in blocks of whole lines (an Arrow column of line bytes from Spark's text
 reader, or raw bytes it read from its own byte range of a file) and gets back (word, count) pairs for
 all of them, plus the number of lines that held invalid UTF-8. Each block is decoded and tokenized
-with one call of the tokenizer's definition (:mod:`spark_jobs.tokenizers`) and counted into one
-``Counter`` per task, so the Python cost is per block of megabytes, not per line or per token.
+and counted per task, so the Python cost is per block of megabytes, not per line or per token:
+``whitespace`` and ``words`` blocks are split and counted by Arrow's C++ kernels
+(:mod:`spark_jobs.vector_count`), ``cjk`` blocks by the tokenizer's definition
+(:mod:`spark_jobs.tokenizers`) into one ``Counter``.
 
-Tried and dropped (numbers in docs/benchmarks.md): Arrow compute kernels instead of the Counter.
-``utf8_split_whitespace`` gave non-deterministic tokens at the end of a string (pyarrow 26 reads past
-the string there), and an exact RE2 split was no faster than ``str.split`` + ``Counter``.
+Tried and dropped (numbers in docs/benchmarks.md): ``utf8_split_whitespace`` gave non-deterministic
+tokens at the end of a string (pyarrow 26 reads past the string there), and an exact RE2 split was no
+faster than ``str.split`` + ``Counter``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from spark_jobs.tokenizers import decode_lines, get_tokenizer
+from spark_jobs.vector_count import COUNTS_SCHEMA, VECTORISED, count_block, merge_counts
 
-# Bytes read per block when a task reads its split itself: big enough that per-call overhead vanishes.
-CHUNK_BYTES = 1 << 20
+# Bytes read per block when a task reads its split itself: big enough that per-call overhead vanishes,
+# small enough that a block's copies (bytes, str, Arrow tokens) stay well under 100 MB.
+CHUNK_BYTES = 8 << 20
+# Per-block count tables are merged once they hold this many rows, bounding a task's memory.
+COMPACT_ROWS = 4_000_000
 
 
 def _joined_bytes(column: pa.Array) -> bytes:
@@ -41,8 +47,11 @@ class BatchCounter:
     """Counts for one task (the in-mapper combiner): feed it blocks of lines, then take :meth:`result`."""
 
     def __init__(self, tokenizer: str) -> None:
+        self.tokenizer = tokenizer
         self.tokenize = get_tokenizer(tokenizer)
         self.counter: Counter[str] = Counter()
+        self.tables: list[pa.Table] = []
+        self.table_rows = 0
         self.bad_lines = 0
 
     def add(self, lines: pa.Array) -> None:
@@ -56,17 +65,30 @@ class BatchCounter:
             return
         text, bad = decode_lines(blob)
         self.bad_lines += bad
-        # Counter.update on a list counts in C; per-block Counters merged in Python would not.
-        self.counter.update(self.tokenize(text))
+        if self.tokenizer in VECTORISED:
+            table = count_block(text, self.tokenizer)
+            self.tables.append(table)
+            self.table_rows += table.num_rows
+            if self.table_rows > COMPACT_ROWS:
+                self.tables = [merge_counts(self.tables)]
+                self.table_rows = self.tables[0].num_rows
+        else:
+            # Counter.update on a list counts in C; per-block Counters merged in Python would not.
+            self.counter.update(self.tokenize(text))
 
     def result(self) -> pa.RecordBatch:
         """All counts as one batch (``word`` string, ``count`` int64).
 
         The row with a null word carries the number of lines with invalid UTF-8.
         """
-        words = pa.array([*self.counter.keys(), None], pa.string())
-        counts = pa.array([*self.counter.values(), self.bad_lines], pa.int64())
-        return pa.RecordBatch.from_arrays([words, counts], names=["word", "count"])
+        tables = list(self.tables)
+        if self.counter:
+            tables.append(pa.table([list(self.counter), list(self.counter.values())], schema=COUNTS_SCHEMA))
+        tables.append(pa.table([[None], [self.bad_lines]], schema=COUNTS_SCHEMA))
+        merged = merge_counts(tables)
+        return pa.RecordBatch.from_arrays(
+            [merged["word"].combine_chunks(), merged["count"].combine_chunks()], names=["word", "count"]
+        )
 
 
 def read_split(path: str, start: int, end: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:

@@ -175,3 +175,35 @@ def test_read_split_covers_every_line_once(tmp_path_factory, lines, cuts, chunk,
     ]
     assert b"".join(pieces) == data
     assert all(block.endswith(b"\n") for block in pieces[:-1])
+
+
+# ------------------------------------------------------------------ vectorised (Arrow) counting
+
+
+@given(LINES)
+@settings(max_examples=300, deadline=None)
+def test_vectorised_block_counts_equal_line_by_line_counter(lines: list[str]) -> None:
+    from collections import Counter
+
+    from spark_jobs.vector_count import count_block
+
+    block = "\n".join(lines)
+    for name, ref in (("whitespace", ref_whitespace), ("words", ref_words)):
+        table = count_block(block, name)
+        got = dict(zip(table["word"].to_pylist(), table["count"].to_pylist(), strict=True))
+        assert got == dict(Counter(t for line in lines for t in ref(line))), name
+
+
+def test_vectorised_counts_every_non_ascii_separator() -> None:
+    import sys
+    from collections import Counter
+
+    from spark_jobs.vector_count import count_block
+
+    # Every character Python splits on, and a sample of non-word characters, between two words.
+    spaces = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()]
+    text = "\n".join(f"a{c}b" for c in spaces + list("—“”…·§¶\u0301\u200b\ufffd"))
+    for name, ref in (("whitespace", ref_whitespace), ("words", ref_words)):
+        table = count_block(text, name)
+        got = dict(zip(table["word"].to_pylist(), table["count"].to_pylist(), strict=True))
+        assert got == dict(Counter(t for line in text.split("\n") for t in ref(line))), name
