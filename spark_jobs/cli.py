@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from spark_jobs.errors import EXIT_USAGE, JobInputError
 
@@ -24,3 +25,24 @@ def run_cli(job: Callable[[Sequence[str] | None], int | None], argv: Sequence[st
         print("interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_help: str, set_example: str, overwrite_help: str) -> None:
+    """The options of the TOML-configured jobs (train, collab): --config, --set, --overwrite, --describe."""
+    parser.add_argument("--config", default=None, help=config_help)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=f"override one config key, repeatable, e.g. {set_example}",
+    )
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    parser.add_argument(
+        "--describe", action="store_true", help="print every config key, its value and meaning; exit"
+    )
+
+
+def absolute_path(path: str) -> str:
+    """``path`` made absolute (empty stays empty): ranks and executors may run in another directory."""
+    return str(Path(path).expanduser().absolute()) if path else path

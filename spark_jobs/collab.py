@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.cli import HelpFormatter, run_cli
+from spark_jobs.cli import HelpFormatter, absolute_path, add_config_arguments, run_cli
 from spark_jobs.errors import JobInputError
 from spark_jobs.output import staged_output
 from spark_jobs.session import add_spark_arguments, job_session
@@ -45,23 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[1] if __doc__ else None,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "--config",
-        default=None,
-        help=f"collab config (TOML), e.g. conf/collab/dml.toml (--compare: {DEFAULT_COMPARE_CONFIG})",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config key, repeatable, e.g. --set collab.weight=0 --set train.epochs=3",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing run.dir (or --compare --output)"
-    )
-    parser.add_argument(
-        "--describe", action="store_true", help="print every config key, its value and meaning; exit"
+    add_config_arguments(
+        parser,
+        config_help=f"collab config (TOML), e.g. conf/collab/dml.toml (--compare: {DEFAULT_COMPARE_CONFIG})",
+        set_example="--set collab.weight=0 --set train.epochs=3",
+        overwrite_help="replace an existing run.dir (or --compare --output)",
     )
     cmp = parser.add_argument_group("comparison (--compare)")
     cmp.add_argument(
@@ -78,10 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--at-round", type=int, default=3, help="also report FedAvg accuracy at this round")
     add_spark_arguments(parser)
     return parser
-
-
-def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().absolute()) if path else path
 
 
 def _load(config: str | None, overrides: Sequence[str]) -> TrainConfig:
@@ -119,8 +103,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     c = cfg.collab
     assert c is not None
     cfg = dataclasses.replace(cfg)
-    cfg.data = dataclasses.replace(cfg.data, shards=_absolute(cfg.data.shards), test=_absolute(cfg.data.test))
-    cfg.run = dataclasses.replace(cfg.run, dir=_absolute(cfg.run.dir))
+    cfg.data = dataclasses.replace(cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test))
+    cfg.run = dataclasses.replace(cfg.run, dir=absolute_path(cfg.run.dir))
     try:
         manifest = read_manifest(cfg.data.shards)
         test_manifest = read_manifest(cfg.data.test) if cfg.data.test else manifest

@@ -334,14 +334,32 @@ def _run_bounded(
     return outcome.result
 
 
-def _prepare_dir(launch_dir: str | Path | None) -> tuple[Path, bool]:
-    if launch_dir is None:
-        return Path(tempfile.mkdtemp(prefix="spark-collab-launch-")), True
-    path = Path(launch_dir).expanduser().absolute()
-    if path.exists():
-        shutil.rmtree(path)  # status files of an earlier launch would be misread as this one's
-    path.mkdir(parents=True)
-    return path, False
+def _bounded_launch(
+    start: Callable[[Any, Path], Any],
+    launch_dir: str | Path | None,
+    num_processes: int,
+    local_mode: bool,
+    use_gpu: bool,
+    timeout_s: float,
+    failure_grace_s: float,
+) -> Any:
+    """Make the launch directory, run ``start(distributor, launch_dir)`` bounded, clean up a temporary dir."""
+    temporary = launch_dir is None
+    if temporary:
+        path = Path(tempfile.mkdtemp(prefix="spark-collab-launch-"))
+    else:
+        path = Path(launch_dir).expanduser().absolute()
+        if path.exists():
+            shutil.rmtree(path)  # status files of an earlier launch would be misread as this one's
+        path.mkdir(parents=True)
+    try:
+        distributor = _make_distributor(num_processes, local_mode, use_gpu)
+        return _run_bounded(
+            lambda: start(distributor, path), path, num_processes, timeout_s, failure_grace_s, local_mode
+        )
+    finally:
+        if temporary:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def launch(
@@ -367,20 +385,15 @@ def launch(
     """
     if num_processes < 1:
         raise ValueError("num_processes must be >= 1")
-    path, temporary = _prepare_dir(launch_dir)
-    try:
-        distributor = _make_distributor(num_processes, local_mode, use_gpu)
-        return _run_bounded(
-            lambda: distributor.run(_rank_entry, (fn, config, str(path))),
-            path,
-            num_processes,
-            timeout_s,
-            failure_grace_s,
-            local_mode,
-        )
-    finally:
-        if temporary:
-            shutil.rmtree(path, ignore_errors=True)
+    return _bounded_launch(
+        lambda distributor, path: distributor.run(_rank_entry, (fn, config, str(path))),
+        launch_dir,
+        num_processes,
+        local_mode,
+        use_gpu,
+        timeout_s,
+        failure_grace_s,
+    )
 
 
 def launch_script(
@@ -398,21 +411,18 @@ def launch_script(
     script_path = Path(script).expanduser().absolute()
     if not script_path.is_file():
         raise ValueError(f"{script_path}: script not found")
-    path, temporary = _prepare_dir(launch_dir)
-    try:
-        distributor = _make_distributor(num_processes, local_mode, use_gpu)
-        wrapper = str(Path(__file__).resolve())
-        _run_bounded(
-            lambda: distributor.run(wrapper, "--launch-dir", str(path), str(script_path), *map(str, args)),
-            path,
-            num_processes,
-            timeout_s,
-            failure_grace_s,
-            local_mode,
-        )
-    finally:
-        if temporary:
-            shutil.rmtree(path, ignore_errors=True)
+    wrapper = str(Path(__file__).resolve())
+    _bounded_launch(
+        lambda distributor, path: distributor.run(
+            wrapper, "--launch-dir", str(path), str(script_path), *map(str, args)
+        ),
+        launch_dir,
+        num_processes,
+        local_mode,
+        use_gpu,
+        timeout_s,
+        failure_grace_s,
+    )
 
 
 if __name__ == "__main__":

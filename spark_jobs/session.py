@@ -56,20 +56,20 @@ def add_spark_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--master",
         default=None,
-        help="Spark master URL, e.g. local[2] or spark://host:7077 (default: spark-submit's, else conf/spark/local.conf)",
+        help="Spark master URL, e.g. local[2] or spark://host:7077; None: spark-submit's, else conf/spark/local.conf's",
     )
     group.add_argument(
         "--conf",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra Spark property, repeatable (default: none)",
+        help="extra Spark property, repeatable",
     )
     group.add_argument(
         "--spark-defaults",
         default=str(DEFAULT_CONF),
         metavar="FILE",
-        help="spark-defaults style file with base properties (default: %(default)s)",
+        help="spark-defaults style file with base properties",
     )
 
 

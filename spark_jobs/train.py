@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spark_jobs.cli import HelpFormatter, run_cli
+from spark_jobs.cli import HelpFormatter, absolute_path, add_config_arguments, run_cli
 from spark_jobs.errors import JobInputError
 from spark_jobs.session import add_spark_arguments, job_session
 
@@ -40,31 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[1] if __doc__ else None,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "--config", default=None, help="training config (TOML), e.g. conf/train/mlp_seed.toml"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config key, repeatable, e.g. --set train.epochs=3 --set launch.num_processes=2",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the results of an earlier run in run.dir (without it, an existing run is refused "
+    add_config_arguments(
+        parser,
+        config_help="training config (TOML), e.g. conf/train/mlp_seed.toml",
+        set_example="--set train.epochs=3 --set launch.num_processes=2",
+        overwrite_help="replace the results of an earlier run in run.dir (without it, an existing run is refused "
         "unless run.resume=true)",
-    )
-    parser.add_argument(
-        "--describe", action="store_true", help="print every config key, its value and meaning; exit"
     )
     add_spark_arguments(parser)
     return parser
-
-
-def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().absolute()) if path else path
 
 
 def _check_inputs(cfg: TrainConfig, overwrite: bool) -> TrainConfig:
@@ -72,8 +56,8 @@ def _check_inputs(cfg: TrainConfig, overwrite: bool) -> TrainConfig:
     from training.data import read_manifest
 
     # Ranks may run with another working directory (distributed mode): pass absolute paths.
-    cfg.data = dataclasses.replace(cfg.data, shards=_absolute(cfg.data.shards), test=_absolute(cfg.data.test))
-    cfg.run = dataclasses.replace(cfg.run, dir=_absolute(cfg.run.dir))
+    cfg.data = dataclasses.replace(cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test))
+    cfg.run = dataclasses.replace(cfg.run, dir=absolute_path(cfg.run.dir))
     try:
         manifest = read_manifest(cfg.data.shards)
         if cfg.data.test:
