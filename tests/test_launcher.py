@@ -79,3 +79,30 @@ def test_error_file_is_written_atomically(tmp_path: Path) -> None:
         _record_error(tmp_path, 0, exc)
     assert [p.name for p in tmp_path.iterdir()] == ["rank-0.error"]
     assert "disk on fire" in pickle.loads((tmp_path / "rank-0.error").read_bytes())["traceback"]
+
+
+def test_ranks_that_all_recorded_results_are_a_success_whatever_happened_after(tmp_path: Path) -> None:
+    # Rank 1 finished, then aborted in teardown; torchrun stopped rank 0 (already done) with SIGTERM.
+    started(tmp_path, 0, 1)
+    for r in (0, 1):
+        (tmp_path / f"rank-{r}.ok").write_bytes(pickle.dumps(r))
+    error(tmp_path, 0, "Signal", "stopped by signal 15", 1.0)
+    assert diagnose(tmp_path, 2) is None
+    # Without rank 1's result the same files are a failure.
+    (tmp_path / "rank-1.ok").unlink()
+    assert diagnose(tmp_path, 2) is not None
+
+
+def test_early_exit_hook_is_armed_only_in_torchrun_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import atexit
+
+    from spark_jobs import launcher
+
+    armed: list[object] = []
+    monkeypatch.setattr(atexit, "register", armed.append)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    launcher._exit_early_when_done()
+    assert armed == []
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "run-1")
+    launcher._exit_early_when_done()
+    assert armed == [launcher._exit_without_native_teardown]
