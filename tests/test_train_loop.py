@@ -187,3 +187,20 @@ def test_cli_refuses_an_earlier_run_without_overwrite(
     err = capsys.readouterr().err
     assert "--overwrite" in err and "run.resume=true" in err
     assert (run / "result.json").read_text() == "{}"  # untouched
+
+
+def _thread_names() -> list[str]:
+    task_dir = Path("/proc/self/task")
+    return [(t / "comm").read_text().strip() for t in task_dir.iterdir()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_the_process_group_is_gone_when_train_returns(shards: Path, tmp_path: Path, strategy: str) -> None:
+    # Regression: DDP kept the gloo group (and its worker threads) alive past
+    # destroy_process_group(); torn down during interpreter exit it aborted ranks with SIGABRT.
+    # Counted before and after: a test that raised inside train() may still hold its own group
+    # through the traceback it keeps.
+    before = sum("gloo" in n for n in _thread_names())
+    train(cfg_for(shards, tmp_path / "run", f"train.strategy={strategy}"))
+    assert sum("gloo" in n for n in _thread_names()) == before

@@ -14,6 +14,7 @@ code path, collectives included, runs everywhere.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from collections.abc import Iterator
@@ -126,6 +127,13 @@ def distributed(use_gpu: bool = False, timeout_s: float = 600.0) -> Iterator[Dis
             global_rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend
         )
     finally:
+        # DDP's reducer sits in a reference cycle that keeps the group alive past
+        # destroy_process_group(). Left to the interpreter's final collection, the group's gloo
+        # worker threads are torn down during finalization, where one that still has to drop a
+        # tensor cannot take the GIL: the process then aborts ("terminate called without an active
+        # exception", SIGABRT) after its work is done. Seen in about one launch in ten here
+        # (torch 2.13, gloo); collecting first makes the teardown happen now, in order.
+        gc.collect()
         dist.destroy_process_group()
 
 
