@@ -7,7 +7,8 @@
 2. Launch: seconds from the launch call to the start of the rank function (and to its process
    group being ready, which both pay), for
    ``spark_jobs.launcher.launch`` (warm SparkSession, TorchDistributor local mode) against a bare
-   ``torchrun`` of the same trivial function (2 ranks each; both join a gloo process group).
+   ``torchrun`` of the same trivial function (``bench/trivial_rank.py``; 2 ranks each; both join a
+   gloo process group), with plain ``TorchDistributor.run`` of it as a third peer.
    Target: within 1.3x.
 3. Train command: seconds from starting ``spark-collab train`` (cold: JVM, Spark session, launch,
    data, model) to the first optimizer step, against ``torchrun -m training.loop`` with the same
@@ -45,28 +46,7 @@ from training.data import load_shard  # noqa: E402
 from training.loop import build_optimizer, train  # noqa: E402
 from training.models import build_model  # noqa: E402
 
-TRIVIAL_SCRIPT = """
-import json, os, sys, time
-t = time.time()
-import torch.distributed as dist
-dist.init_process_group("gloo")
-t_ready = time.time()
-if os.environ["RANK"] == "0":
-    with open(sys.argv[1], "w") as fh:
-        json.dump({"entered": t, "ready": t_ready}, fh)
-dist.destroy_process_group()
-"""
-
-
-def trivial(_: object) -> dict[str, float]:
-    """The launcher's peer of TRIVIAL_SCRIPT: same work, result returned instead of written."""
-    t = time.time()
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo")
-    t_ready = time.time()
-    dist.destroy_process_group()
-    return {"entered": t, "ready": t_ready}
+BENCH = Path(__file__).resolve().parent
 
 
 # ------------------------------------------------------------------------------------- loop
@@ -156,8 +136,7 @@ def bench_loop(shards: str, repeats: int, epochs: int, tmp: Path) -> list[dict[s
 
 
 def bare_torchrun_trivial(tmp: Path) -> tuple[float, float]:
-    script = tmp / "trivial.py"
-    script.write_text(TRIVIAL_SCRIPT)
+    script = BENCH / "trivial_rank.py"
     out = tmp / "trivial.json"
     t0 = time.time()
     subprocess.run(
@@ -176,6 +155,8 @@ def bare_torchrun_trivial(tmp: Path) -> tuple[float, float]:
 
 
 def launcher_trivial() -> tuple[float, float]:
+    from trivial_rank import trivial
+
     from spark_jobs.launcher import launch
 
     t0 = time.time()
@@ -183,33 +164,58 @@ def launcher_trivial() -> tuple[float, float]:
     return result["entered"] - t0, result["ready"] - t0
 
 
-def bench_launch(repeats: int, tmp: Path) -> dict[str, float]:
-    from pyspark import cloudpickle
+def torchdistributor_trivial() -> tuple[float, float]:
+    """TorchDistributor.run itself, for reference (returns whichever rank wrote last)."""
+    from pyspark.ml.torch.distributor import TorchDistributor
+    from trivial_rank import trivial
 
+    t0 = time.time()
+    result = TorchDistributor(num_processes=2, local_mode=True, use_gpu=False).run(trivial, None)
+    return result["entered"] - t0, result["ready"] - t0
+
+
+def bench_launch(repeats: int, tmp: Path) -> dict[str, float]:
     from spark_jobs.session import get_spark_session
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # The ranks import trivial_rank by reference, as they would any module-level function.
+    sys.path.insert(0, str(BENCH))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))
     spark = get_spark_session(
         "bench-train",
         master="local[2]",
         conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"},
     )
-    bare, ours = [], []
+    peers: dict[str, list[tuple[float, float]]] = {"launcher": [], "bare": [], "td": []}
+    run = {
+        "launcher": launcher_trivial,
+        "bare": lambda: bare_torchrun_trivial(tmp),
+        "td": torchdistributor_trivial,
+    }
     try:
         launcher_trivial()  # first launch pays one-off Python worker and import warm-up
-        for _ in range(repeats):
-            bare.append(bare_torchrun_trivial(tmp))
-            ours.append(launcher_trivial())
+        for i in range(repeats):
+            order = list(peers)
+            for name in order[i % 3 :] + order[: i % 3]:  # rotate who goes first
+                peers[name].append(run[name]())
     finally:
         spark.stop()
     out: dict[str, float] = {}
     for i, what in enumerate(("entry", "group_ready")):
-        b = statistics.median(x[i] for x in bare)
-        o = statistics.median(x[i] for x in ours)
+        med = {name: statistics.median(x[i] for x in times) for name, times in peers.items()}
+        b = med["bare"]
         print(
-            f"launch  launcher {o:.2f}s   bare torchrun {b:.2f}s   ratio {o / b:.2f}   (to function {what})"
+            f"launch  launcher {med['launcher']:.2f}s   bare torchrun {b:.2f}s   ratio {med['launcher'] / b:.2f}"
+            f"   | TorchDistributor.run {med['td']:.2f}s  ratio {med['td'] / b:.2f}   (to function {what})"
         )
-        out.update({f"launcher_{what}_s": o, f"torchrun_{what}_s": b, f"ratio_{what}": o / b})
+        out.update(
+            {
+                f"launcher_{what}_s": med["launcher"],
+                f"torchrun_{what}_s": b,
+                f"torchdistributor_{what}_s": med["td"],
+                f"ratio_{what}": med["launcher"] / b,
+                f"td_ratio_{what}": med["td"] / b,
+            }
+        )
     return out
 
 
@@ -291,6 +297,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the loop peers")
     parser.add_argument("--skip-loop", action="store_true")
     parser.add_argument("--skip-launch", action="store_true")
+    parser.add_argument(
+        "--skip-cli", action="store_true", help="skip the cold `spark-collab train` peer pair"
+    )
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
     shards = str(Path(args.shards).absolute())
@@ -311,6 +320,7 @@ def main() -> int:
             out["loop"] = bench_loop(shards, args.repeats, args.epochs, tmp)
         if not args.skip_launch:
             out["launch"] = bench_launch(args.repeats, tmp)
+        if not args.skip_cli:
             out["train_cli"] = bench_cli(shards, args.repeats, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from spark_jobs.cli import HelpFormatter, absolute_path, add_config_arguments, run_cli
 from spark_jobs.errors import JobInputError
 from spark_jobs.output import staged_output
-from spark_jobs.session import add_spark_arguments, job_session
+from spark_jobs.session import add_spark_arguments, job_session, job_session_in_background
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -103,7 +103,9 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     c = cfg.collab
     assert c is not None
     cfg = dataclasses.replace(cfg)
-    cfg.data = dataclasses.replace(cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test))
+    cfg.data = dataclasses.replace(
+        cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test)
+    )
     cfg.run = dataclasses.replace(cfg.run, dir=absolute_path(cfg.run.dir))
     try:
         manifest = read_manifest(cfg.data.shards)
@@ -165,7 +167,6 @@ def _launch(fn: Any, payload: Any, cfg: TrainConfig, launch_dir: Path) -> Any:
 
 def _run_one(args: argparse.Namespace) -> int:
     from spark_jobs.launcher import LaunchError
-    from training.collab import main as collab_main
     from training.collab_report import progress_lines, summary_line, write_run
     from training.config import describe
 
@@ -177,22 +178,24 @@ def _run_one(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise JobInputError(str(exc)) from None
         return 0
-    cfg = check_config(_load(args.config, args.set))
     t0 = time.time()
-    with staged_output(cfg.run.dir, args.overwrite, flag="run.dir") as staging:
-        staging.mkdir(parents=True)
-        with job_session("spark-collab collab", args) as spark:
+    # The JVM starts while the config loads and is checked (which imports torch).
+    with job_session_in_background("spark-collab collab", args) as wait_for_spark:
+        cfg = check_config(_load(args.config, args.set))
+        with staged_output(cfg.run.dir, args.overwrite, flag="run.dir") as staging:
+            staging.mkdir(parents=True)
+            spark = wait_for_spark()
             spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab {cfg.collab.mode}")
             try:
-                result = _launch(collab_main, cfg, cfg, staging / "launch")
+                result = _launch("training.collab:main", cfg, cfg, staging / "launch")
             except LaunchError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 raise _Failed() from None
-        extra = {
-            "config": cfg.to_dict(),
-            "timings": {"wall_s": time.time() - t0, "train_s": result["train_s"]},
-        }
-        write_run(staging, result, extra)
+            extra = {
+                "config": cfg.to_dict(),
+                "timings": {"wall_s": time.time() - t0, "train_s": result["train_s"]},
+            }
+            write_run(staging, result, extra)
     for line in progress_lines(result):
         print(line)
     print(f"{summary_line(result)}; results in {cfg.run.dir}")
@@ -269,7 +272,6 @@ def _make_shards(args: argparse.Namespace, root: Path) -> dict[str, str]:
 
 def _run_compare(args: argparse.Namespace) -> int:
     from spark_jobs.launcher import LaunchError
-    from training.collab import main_many
     from training.collab_report import format_summary, plot_compare, summarize
 
     base = _load(args.config or DEFAULT_COMPARE_CONFIG, args.set)
@@ -291,7 +293,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                 cfgs = [check_config(cfg) for cfgs in group.values() for cfg in cfgs]
                 t = time.time()
                 try:
-                    results = _launch(main_many, cfgs, cfgs[0], staging / f"launch-{label}")
+                    results = _launch("training.collab:main_many", cfgs, cfgs[0], staging / f"launch-{label}")
                 except LaunchError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     raise _Failed() from None

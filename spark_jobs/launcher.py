@@ -22,14 +22,18 @@ on a one-machine cluster; on a real cluster put it on a shared filesystem (``lau
 Without that, results still come back (TorchDistributor returns partition 0's output in
 distributed mode) but failures are reported without the rank's traceback.
 
-This module imports pyspark only inside :func:`launch` / :func:`launch_script`, because
-:func:`_rank_entry` and the ``__main__`` script wrapper run inside the torch ranks.
+Process chain (see :class:`_TorchrunStarter`): TorchDistributor (local mode on the driver, or one
+barrier task per node) -> a parent-death guard that execs torchrun -> ``python -m
+spark_jobs.launcher`` on every rank, which runs the unpickled function or the script. Nothing on
+that path imports pyspark, so a launch costs little more than a bare torchrun. This module imports
+pyspark only inside driver-side functions for the same reason.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import os
 import pickle
 import runpy
@@ -153,13 +157,33 @@ def _exit_early_when_done() -> None:
         atexit.register(_exit_without_native_teardown)
 
 
-def _rank_entry(payload: tuple[Callable[[Any], Any], Any, str]) -> Any:
-    """What TorchDistributor runs on every rank: ``fn(config)`` plus status bookkeeping."""
+def _split_reference(ref: str) -> tuple[str, str]:
+    module_name, sep, attr = ref.partition(":")
+    if not (sep and module_name and attr):
+        raise ValueError(f"function reference {ref!r}: expected 'package.module:function'")
+    return module_name, attr
+
+
+def resolve_function(fn: Callable[[Any], Any] | str) -> Callable[[Any], Any]:
+    """``fn`` itself, or the function a ``"package.module:function"`` string names (imported now)."""
+    if callable(fn):
+        return fn
+    module_name, attr = _split_reference(fn)
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"function reference {fn!r}: {type(target).__name__} is not callable")
+    return target
+
+
+def _rank_entry(payload: tuple[Callable[[Any], Any] | str, Any, str]) -> Any:
+    """What every rank runs: ``fn(config)`` plus status bookkeeping."""
     fn, config, launch_dir_s = payload
     launch_dir = Path(launch_dir_s)
     rank = _start_rank(launch_dir)
     try:
-        result = fn(config)
+        result = resolve_function(fn)(config)
     except BaseException as exc:
         _record_error(launch_dir, rank, exc)
         raise
@@ -168,15 +192,27 @@ def _rank_entry(payload: tuple[Callable[[Any], Any], Any, str]) -> Any:
     return result
 
 
-def _script_main(argv: Sequence[str]) -> int:
-    """``launcher.py --launch-dir DIR SCRIPT [ARGS...]``: run SCRIPT as ``__main__`` with bookkeeping."""
-    if len(argv) < 3 or argv[0] != "--launch-dir":
-        print("usage: launcher.py --launch-dir DIR SCRIPT [ARGS...]", file=sys.stderr)
-        return 2
-    launch_dir, script, args = Path(argv[1]), argv[2], list(argv[3:])
+PAYLOAD_NAME = "payload.pickle"
+RANK_MODULE = "spark_jobs.launcher"  # what torchrun runs on every rank (`-m`)
+_USAGE = "usage: python -m spark_jobs.launcher --launch-dir DIR (--call | SCRIPT [ARGS...])"
+
+
+def _call_payload(launch_dir: Path) -> int:
+    """``--call``: unpickle ``(fn, config)`` from the launch directory and run it via :func:`_rank_entry`.
+
+    Plain ``pickle`` suffices: a module-level ``fn`` was pickled by reference, so only its own module
+    is imported here (a by-value function pulls in ``pyspark.cloudpickle`` on its own).
+    """
+    fn, config = pickle.loads((launch_dir / PAYLOAD_NAME).read_bytes())
+    _rank_entry((fn, config, str(launch_dir)))
+    return 0
+
+
+def _run_script(launch_dir: Path, script: str, args: list[str]) -> int:
+    """``SCRIPT [ARGS...]``: run SCRIPT as ``__main__`` with the same bookkeeping."""
     rank = _start_rank(launch_dir)
     sys.argv = [script, *args]
-    # torchrun put this file's directory first on sys.path; the script's own directory belongs there.
+    # As `python SCRIPT` would: the script's own directory first on sys.path.
     sys.path[0] = str(Path(script).resolve().parent)
     try:
         runpy.run_path(script, run_name="__main__")
@@ -190,6 +226,17 @@ def _script_main(argv: Sequence[str]) -> int:
     _atomic_write(_status_path(launch_dir, rank, "ok"), pickle.dumps(None))
     _exit_early_when_done()
     return 0
+
+
+def _rank_main(argv: Sequence[str]) -> int:
+    """What every torch rank runs: ``python -m spark_jobs.launcher --launch-dir DIR ...``."""
+    if len(argv) < 3 or argv[0] != "--launch-dir":
+        print(_USAGE, file=sys.stderr)
+        return 2
+    launch_dir = Path(argv[1])
+    if argv[2] == "--call":
+        return _call_payload(launch_dir)
+    return _run_script(launch_dir, argv[2], list(argv[3:]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,6 +329,92 @@ def _kill_launch(launch_dir: Path, launch_id: str) -> None:
     for pid in victims - {me}:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+
+
+# Started in place of TorchDistributor's `python -m pyspark.ml.torch.torch_run_process_wrapper`,
+# which spends ~0.5 s importing pyspark.ml only to watch its parent. This keeps the watch (the
+# kernel sends torchrun SIGTERM when the thread that started it exits, so a driver or Spark task
+# that dies takes its ranks with it) and then becomes torchrun. argv[1] is the starter's pid: if
+# it is already gone, nothing starts.
+_TORCHRUN_EXEC = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG (Linux)
+except (AttributeError, OSError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("torchrun not started: the process that launched it has exited")
+os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", *sys.argv[2:]])
+"""
+
+
+@dataclass(frozen=True)
+class _TorchrunStarter:
+    """TorchDistributor's ``run_pytorch_file_fn`` hook: how each node starts its torchrun.
+
+    TorchDistributor still decides everything else: local or distributed mode, the barrier Spark
+    tasks and their rendezvous address, GPU assignment, log streaming. This only replaces the
+    process chain under it, so that nothing on the path to a rank's first step imports pyspark:
+
+    - torchrun starts through :data:`_TORCHRUN_EXEC` instead of TorchDistributor's wrapper;
+    - every rank runs ``python -m spark_jobs.launcher`` (stdlib imports only) instead of a script
+      that imports ``pyspark.cloudpickle`` to unpickle the function.
+
+    Runs on the driver in local mode and inside each barrier task in distributed mode (so it must
+    pickle: a frozen dataclass of plain values). For a function launch it writes the pickled
+    ``(fn, config)`` into the launch directory on its node first, and returns rank 0's result when
+    rank 0 ran on its node (TorchDistributor then ships partition 0's return value to the driver).
+    """
+
+    launch_dir: str
+    rank_args: tuple[str, ...]
+    payload: bytes | None = None
+
+    def __call__(self, input_params: dict[str, Any], module: str, *_: Any, **__: Any) -> Any:
+        from pyspark.ml.torch.distributor import TorchDistributor
+
+        launch_dir = Path(self.launch_dir)
+        launch_dir.mkdir(parents=True, exist_ok=True)
+        if self.payload is not None:
+            _atomic_write(launch_dir / PAYLOAD_NAME, self.payload)
+        torchrun_args, per_node = TorchDistributor._get_torchrun_args(
+            input_params["local_mode"], input_params["num_processes"]
+        )
+        command = [
+            sys.executable,
+            "-c",
+            _TORCHRUN_EXEC,
+            str(os.getpid()),
+            *torchrun_args,
+            f"--nproc_per_node={per_node}",
+            "-m",
+            module,
+            "--launch-dir",
+            str(launch_dir),
+            *self.rank_args,
+        ]
+        TorchDistributor._execute_command(
+            command, log_streaming_client=input_params.get("log_streaming_client")
+        )
+        ok0 = _status_path(launch_dir, 0, "ok")
+        if self.payload is not None and ok0.exists():
+            return pickle.loads(ok0.read_bytes())
+        return None
+
+
+def _start(distributor: Any, starter: _TorchrunStarter) -> Any:
+    """``distributor._run(module, starter)``: TorchDistributor's own run path with our torchrun starter.
+
+    ``_run(train_object, run_pytorch_file_fn, ...)`` is the hook ``run`` itself goes through
+    (pyspark 3.4 to 4.x); a pyspark without it is refused rather than silently run another way.
+    """
+    run = getattr(distributor, "_run", None)
+    if run is None:
+        raise LaunchError(
+            "this pyspark's TorchDistributor has no _run(train_object, run_pytorch_file_fn) hook; "
+            "spark-collab needs pyspark 4.x (pip install 'pyspark>=4,<5')"
+        )
+    return run(RANK_MODULE, starter)
 
 
 def _make_distributor(num_processes: int, local_mode: bool, use_gpu: bool) -> Any:
@@ -403,7 +536,7 @@ def _bounded_launch(
 
 
 def launch(
-    fn: Callable[[Any], Any],
+    fn: Callable[[Any], Any] | str,
     config: Any,
     num_processes: int = 2,
     local_mode: bool = True,
@@ -415,8 +548,11 @@ def launch(
 ) -> Any:
     """Run ``fn(config)`` on ``num_processes`` torch ranks through TorchDistributor.
 
-    ``fn`` must be a module-level function (it is pickled by reference) taking one picklable
-    argument and returning a small picklable result. An active SparkSession is required.
+    ``fn`` takes one picklable argument and returns a small picklable result. Either a function
+    (module-level ones are pickled by reference, others by value with cloudpickle) or a
+    ``"package.module:function"`` string, which only the ranks import: the driver then never
+    imports the training code (and torch), which keeps a cold command's start-up short. An active
+    SparkSession is required.
 
     Returns rank 0's result. Raises :class:`RankFailure` (with ``.rank``) when any rank fails,
     :class:`LaunchTimeout` after ``timeout_s``, :class:`LaunchError` for other launch trouble.
@@ -425,8 +561,15 @@ def launch(
     """
     if num_processes < 1:
         raise ValueError("num_processes must be >= 1")
+    from pyspark import cloudpickle
+
+    # cloudpickle, so that functions defined in __main__ or notebooks work too; a module-level
+    # function still pickles by reference, which plain pickle loads without pyspark.
+    if isinstance(fn, str):
+        _split_reference(fn)  # a malformed reference fails here, not on every rank
+    payload = cloudpickle.dumps((fn, config))
     return _bounded_launch(
-        lambda distributor, path: distributor.run(_rank_entry, (fn, config, str(path))),
+        lambda distributor, path: _start(distributor, _TorchrunStarter(str(path), ("--call",), payload)),
         launch_dir,
         num_processes,
         local_mode,
@@ -451,11 +594,9 @@ def launch_script(
     script_path = Path(script).expanduser().absolute()
     if not script_path.is_file():
         raise ValueError(f"{script_path}: script not found")
-    wrapper = str(Path(__file__).resolve())
+    rank_args = (str(script_path), *map(str, args))
     _bounded_launch(
-        lambda distributor, path: distributor.run(
-            wrapper, "--launch-dir", str(path), str(script_path), *map(str, args)
-        ),
+        lambda distributor, path: _start(distributor, _TorchrunStarter(str(path), rank_args)),
         launch_dir,
         num_processes,
         local_mode,
@@ -466,4 +607,4 @@ def launch_script(
 
 
 if __name__ == "__main__":
-    sys.exit(_script_main(sys.argv[1:]))
+    sys.exit(_rank_main(sys.argv[1:]))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from spark_jobs.cli import HelpFormatter, absolute_path, add_config_arguments, run_cli
 from spark_jobs.errors import JobInputError
-from spark_jobs.session import add_spark_arguments, job_session
+from spark_jobs.session import add_spark_arguments, job_session_in_background
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -51,12 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(args: argparse.Namespace) -> TrainConfig:
+    from training.config import load_config
+
+    try:
+        return load_config(args.config, args.set)
+    except ValueError as exc:
+        raise JobInputError(str(exc)) from None
+
+
 def _check_inputs(cfg: TrainConfig, overwrite: bool) -> TrainConfig:
     """Everything that can be checked before Spark starts; returns cfg with absolute paths."""
     from training.data import read_manifest
 
     # Ranks may run with another working directory (distributed mode): pass absolute paths.
-    cfg.data = dataclasses.replace(cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test))
+    cfg.data = dataclasses.replace(
+        cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test)
+    )
     cfg.run = dataclasses.replace(cfg.run, dir=absolute_path(cfg.run.dir))
     try:
         manifest = read_manifest(cfg.data.shards)
@@ -92,31 +103,26 @@ def _check_inputs(cfg: TrainConfig, overwrite: bool) -> TrainConfig:
 def _run(argv: Sequence[str] | None) -> int:
     t_start = time.time()
     args = build_parser().parse_args(argv)
-    from training.config import describe, load_config
-
-    try:
-        cfg = load_config(args.config, args.set)
-    except ValueError as exc:
-        raise JobInputError(str(exc)) from None
     if args.describe:
-        print(describe(cfg))
+        from training.config import describe
+
+        print(describe(_load(args)))
         return 0
-    cfg = _check_inputs(cfg, args.overwrite)
-
     from spark_jobs.launcher import LaunchError, launch
-    from training.loop import train
 
-    launch_cfg = cfg.launch
-    with job_session("spark-collab train", args) as spark:
+    # The JVM starts while the config loads (which imports torch to check the model name).
+    with job_session_in_background("spark-collab train", args) as wait_for_spark:
+        cfg = _check_inputs(_load(args), args.overwrite)
+        spark = wait_for_spark()
         spark.sparkContext.setLocalProperty("callSite.short", "spark-collab train")
         try:
             result = launch(
-                train,
+                "training.loop:train",  # imported by the ranks only
                 cfg,
-                num_processes=launch_cfg.num_processes,
-                local_mode=launch_cfg.local_mode,
-                use_gpu=launch_cfg.use_gpu,
-                timeout_s=launch_cfg.timeout_s,
+                num_processes=cfg.launch.num_processes,
+                local_mode=cfg.launch.local_mode,
+                use_gpu=cfg.launch.use_gpu,
+                timeout_s=cfg.launch.timeout_s,
                 launch_dir=Path(cfg.run.dir) / "launch",
             )
         except LaunchError as exc:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from spark_jobs.launcher import _rank_entry, _record_error, diagnose
+from spark_jobs.launcher import _rank_entry, _record_error, diagnose, resolve_function
 
 
 def started(d: Path, *ranks: int) -> None:
@@ -106,3 +109,79 @@ def test_early_exit_hook_is_armed_only_in_torchrun_workers(monkeypatch: pytest.M
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "run-1")
     launcher._exit_early_when_done()
     assert armed == [launcher._exit_without_native_teardown]
+
+
+def test_function_references_resolve_on_the_rank_side() -> None:
+    assert resolve_function("os.path:join") is os.path.join
+    assert resolve_function(abs) is abs
+    with pytest.raises(ValueError, match=r"expected 'package\.module:function'"):
+        resolve_function("os.path.join")
+    with pytest.raises(ValueError, match="not callable"):
+        resolve_function("os:sep")
+
+
+def test_rank_entry_reports_an_unimportable_reference_as_the_ranks_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    with pytest.raises(ModuleNotFoundError):
+        _rank_entry(("no_such_module_xyz:fn", None, str(tmp_path)))
+    assert diagnose(tmp_path, 1) is not None and "no_such_module_xyz" in diagnose(tmp_path, 1).tail  # type: ignore[union-attr]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_torchrun_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """The guard that replaces TorchDistributor's wrapper: kill the launching process, torchrun and
+    its rank go too (otherwise they would train on as orphans)."""
+    rank_script = tmp_path / "rank.py"
+    rank_script.write_text(
+        "import os, pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\n"
+        "time.sleep(120)\n"
+    )
+    pids = tmp_path / "pids"
+    # The launching process: starts the guard (which becomes torchrun), records pids, then waits.
+    starter = (
+        "import os, subprocess, sys, time\n"
+        "from spark_jobs.launcher import _TORCHRUN_EXEC\n"
+        "p = subprocess.Popen([sys.executable, '-c', _TORCHRUN_EXEC, str(os.getpid()), '--standalone',\n"
+        f"    '--nproc_per_node=1', {str(rank_script)!r}, {str(tmp_path / 'rank.pid')!r}])\n"
+        f"open({str(pids)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", starter])
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "rank.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (tmp_path / "rank.pid").exists(), "the rank never started"
+        torchrun_pid = int(pids.read_text())
+        rank_pid = int((tmp_path / "rank.pid").read_text())
+        assert _alive(torchrun_pid) and _alive(rank_pid)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while (_alive(torchrun_pid) or _alive(rank_pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(torchrun_pid), "torchrun outlived the process that started it"
+        assert not _alive(rank_pid), "the rank outlived its torchrun"
+    finally:
+        parent.kill()
+
+
+def test_guard_starts_nothing_when_its_launcher_is_already_gone() -> None:
+    from spark_jobs.launcher import _TORCHRUN_EXEC
+
+    # argv[1] names a parent that is not ours: the guard must refuse instead of starting torchrun.
+    done = subprocess.run(
+        [sys.executable, "-c", _TORCHRUN_EXEC, "1", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "torchrun not started" in done.stderr

@@ -1,0 +1,47 @@
+"""Session life cycle of the jobs, in a fresh process each (the test session must not be touched)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+SCRIPT = r"""
+import argparse, sys
+from spark_jobs.session import _session_running, add_spark_arguments, job_session_in_background
+
+parser = argparse.ArgumentParser()
+add_spark_arguments(parser)
+args = parser.parse_args(["--master", "local[1]", "--conf", "spark.ui.enabled=false"])
+
+# 1. The block fails before it asks for the session: the error comes at once, and the session
+#    that was starting is stopped once it is up, not left running.
+try:
+    with job_session_in_background("t", args):
+        raise ValueError("bad config")
+except ValueError:
+    pass
+assert not _session_running(), "a session abandoned by a failed block was left running"
+
+# 2. The block uses the session: it works, and it is stopped at the end.
+with job_session_in_background("t", args) as wait_for_spark:
+    assert wait_for_spark().range(5).count() == 5
+assert not _session_running(), "the session we started was not stopped"
+
+# 3. A session the caller already had is used and left running.
+from pyspark.sql import SparkSession
+mine = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
+with job_session_in_background("t", args) as wait_for_spark:
+    assert wait_for_spark().range(3).count() == 3
+assert _session_running() and mine.range(2).count() == 2
+mine.stop()
+print("OK")
+"""
+
+
+def test_background_session_is_stopped_after_early_failure_and_success() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
