@@ -11,7 +11,7 @@ SETUP_STAMP := $(VENV)/.setup-done
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: setup check-java jvm-cache demo test test-fast lint format bench-wordcount bench-loader bench-train bench-collab \
+.PHONY: setup check-java jvm-cache demo test test-fast lint format bench-wordcount bench-loader bench-train bench-collab bench-session \
         cluster-up cluster-down cluster-status dist clean
 
 setup: $(SETUP_STAMP)
@@ -63,6 +63,10 @@ bench-train: setup
 # Paired comparison arms over seeds (DML vs independent; FedAvg IID vs non-IID vs centralized).
 bench-collab: setup
 	$(PY) bench/collab.py $(BENCH_ARGS)
+
+# Spark session start-up with and without the driver JVM's class-data-sharing archive.
+bench-session: jvm-cache
+	$(PY) bench/session.py $(BENCH_ARGS)
 
 # Local Spark standalone cluster (docs/cluster.md): master + workers on 127.0.0.1 from the venv's pyspark.
 CLUSTER_DIR ?= runs/cluster
