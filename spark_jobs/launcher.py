@@ -39,14 +39,16 @@ import pickle
 import runpy
 import shutil
 import signal
+import site
 import socket
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,6 +350,43 @@ os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", *sys.ar
 """
 
 
+def _extra_import_paths() -> list[str]:
+    """This process's ``sys.path`` entries that a fresh interpreter would not find by itself.
+
+    The ranks are new interpreters: they see ``PYTHONPATH``, the standard library and
+    site-packages, but not what was added to ``sys.path`` at run time, such as Spark's
+    ``--py-files`` (added by the Python worker in each Spark task), a notebook's or script's own
+    directory, or a path a test inserted. Handing these on lets a rank import what this process
+    can: our packages from a ``--py-files`` zip, or the module of a function passed by reference.
+    """
+    paths = sysconfig.get_paths()
+    stdlib = tuple(os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib"))
+    site_dirs = {os.path.realpath(p) for p in (*site.getsitepackages(), site.getusersitepackages())}
+    out: list[str] = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.getcwd())
+        real = os.path.realpath(path)
+        if real in site_dirs or any(real == d or real.startswith(d + os.sep) for d in stdlib):
+            continue
+        if os.path.exists(path) and path not in out:
+            out.append(path)
+    return out
+
+
+@contextlib.contextmanager
+def _pythonpath_for_ranks() -> Iterator[None]:
+    """``PYTHONPATH`` extended by :func:`_extra_import_paths` while torchrun starts (it inherits os.environ)."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*_extra_import_paths(), *([old] if old else [])])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
 @dataclass(frozen=True)
 class _TorchrunStarter:
     """TorchDistributor's ``run_pytorch_file_fn`` hook: how each node starts its torchrun.
@@ -393,9 +432,10 @@ class _TorchrunStarter:
             str(launch_dir),
             *self.rank_args,
         ]
-        TorchDistributor._execute_command(
-            command, log_streaming_client=input_params.get("log_streaming_client")
-        )
+        with _pythonpath_for_ranks():
+            TorchDistributor._execute_command(
+                command, log_streaming_client=input_params.get("log_streaming_client")
+            )
         ok0 = _status_path(launch_dir, 0, "ok")
         if self.payload is not None and ok0.exists():
             return pickle.loads(ok0.read_bytes())

@@ -200,3 +200,21 @@ def test_hang_is_bounded_by_the_timeout(spark, tmp_path: Path) -> None:  # type:
     time.sleep(0.5)
     for pid in pids:  # the ranks were killed, not left behind
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_ranks_import_what_the_driver_put_on_sys_path(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A function from a module the driver found only through sys.path (as --py-files, a notebook
+    directory or a script's own folder provide), by reference and by name."""
+    from spark_jobs.launcher import launch
+
+    code = tmp_path / "driver_only_code"
+    code.mkdir()
+    (code / "driver_only_mod.py").write_text(
+        "import os\n\ndef rank_and_square(x):\n    return (int(os.environ['RANK']), x * x)\n"
+    )
+    monkeypatch.syspath_prepend(str(code))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    import driver_only_mod  # type: ignore[import-not-found]
+
+    assert launch(driver_only_mod.rank_and_square, 7, num_processes=2, timeout_s=120) == (0, 49)
+    assert launch("driver_only_mod:rank_and_square", 3, num_processes=2, timeout_s=120) == (0, 9)
