@@ -28,12 +28,13 @@ $(SETUP_STAMP): pyproject.toml | check-java
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# The driver JVM's class-data-sharing archive: built once per java + pyspark (~15 s), it cuts
+# The driver JVM's class-data-sharing archive: built once per java + pyspark (~30 s), it cuts
 # every later Spark session start by about 40% (spark_jobs/jvm_cache.py). A no-op when present.
+# `make test` builds it (the suite starts many JVMs); `make demo` does not (one session only).
 jvm-cache: setup
 	@$(PY) -m spark_jobs.jvm_cache
 
-demo: jvm-cache
+demo: setup
 	$(PY) -m spark_jobs wordcount --demo --output runs/demo/wordcount --overwrite --top 15
 
 test: jvm-cache
