@@ -6,7 +6,7 @@ loaded into an archive (``-XX:ArchiveClassesAtExit``) that later JVMs map instea
 (``-XX:SharedArchiveFile``). Measured here: session start plus a first job 6.6-7.5 s without,
 3.9-4.2 s with (docs/benchmarks.md).
 
-``python -m spark_jobs.jvm_cache`` (run by ``make setup``) builds the archive once; every session
+``python -m spark_jobs.jvm_cache`` (``make jvm-cache``, which ``make test`` runs) builds the archive once; every session
 that spark-collab starts itself (not under spark-submit, which has started its JVM already) then
 uses it. The archive is keyed by the java binary and the pyspark version and jars, so an upgrade
 simply means a new archive; a JVM that cannot use an archive (another classpath through
