@@ -45,3 +45,31 @@ def test_background_session_is_stopped_after_early_failure_and_success() -> None
         [sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
+
+
+def test_train_against_an_unreachable_master_is_one_error_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The session starts in the background while the config loads; its error still comes out as
+    the job's one-line error with exit 2, and nothing is written."""
+    import socket
+
+    from train_shards import blob_shards
+
+    shards = blob_shards(tmp_path / "shards")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"spark://127.0.0.1:{sock.getsockname()[1]}"
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "spark_jobs", "train",
+            "--config", str(REPO_ROOT / "conf" / "train" / "mlp_seed.toml"),
+            "--set", f"data.shards='{shards}'", "--set", f"run.dir='{run_dir}'",
+            "--master", dead,
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and dead in errors[0] and "not reachable" in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert not (run_dir / "result.json").exists()
