@@ -98,7 +98,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     Refuses ``fusion = "average"`` for peers that do not share an init or an architecture here,
     before any training, with the same reason the rank side would give after it.
     """
-    from training.data import read_manifest
+    from training.manifest import read_manifest
 
     c = cfg.collab
     assert c is not None

@@ -51,24 +51,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> TrainConfig:
+def _load(args: argparse.Namespace, check: bool = True) -> TrainConfig:
+    """The config; ``check=False``: TOML, keys and types only (no torch import, see _validate)."""
     from training.config import load_config
 
     try:
-        return load_config(args.config, args.set)
+        return load_config(args.config, args.set, check=check)
     except ValueError as exc:
         raise JobInputError(str(exc)) from None
 
 
-def _check_inputs(cfg: TrainConfig, overwrite: bool) -> TrainConfig:
-    """Everything that can be checked before Spark starts; returns cfg with absolute paths."""
-    from training.data import read_manifest
+def _validate(cfg: TrainConfig) -> TrainConfig:
+    """Range and choice checks; the model-name check imports torch (about 1 s)."""
+    from training.config import validate
+
+    try:
+        return validate(cfg)
+    except ValueError as exc:
+        raise JobInputError(str(exc)) from None
+
+
+def _check_inputs(cfg: TrainConfig, overwrite: bool) -> tuple[TrainConfig, list[str]]:
+    """The files on disk, checked before Spark starts or torch is imported, so that a wrong path is
+    reported at once. Returns cfg with absolute paths, and what an earlier run left in run.dir (to
+    be removed with --overwrite once the whole config is valid)."""
+    from training.manifest import read_manifest
 
     # Ranks may run with another working directory (distributed mode): pass absolute paths.
     cfg.data = dataclasses.replace(
         cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test)
     )
     cfg.run = dataclasses.replace(cfg.run, dir=absolute_path(cfg.run.dir))
+    if not cfg.data.shards:
+        return cfg, []  # _validate names the key and what to set
     try:
         manifest = read_manifest(cfg.data.shards)
         if cfg.data.test:
@@ -86,18 +101,22 @@ def _check_inputs(cfg: TrainConfig, overwrite: bool) -> TrainConfig:
     if run_dir.exists() and not run_dir.is_dir():
         raise JobInputError(f"run.dir {run_dir} exists and is not a directory")
     earlier = [name for name in (*RUN_FILES, *RUN_DIRS) if (run_dir / name).exists()]
-    if earlier and not cfg.run.resume:
-        if not overwrite:
-            raise JobInputError(
-                f"run.dir {run_dir} holds an earlier run ({', '.join(earlier)}); pass --overwrite, "
-                "--set run.resume=true, or another --set run.dir=..."
-            )
-        import shutil
+    if not earlier or cfg.run.resume:
+        return cfg, []
+    if not overwrite:
+        raise JobInputError(
+            f"run.dir {run_dir} holds an earlier run ({', '.join(earlier)}); pass --overwrite, "
+            "--set run.resume=true, or another --set run.dir=..."
+        )
+    return cfg, earlier
 
-        for name in earlier:
-            target = run_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-    return cfg
+
+def _remove_earlier_run(run_dir: Path, names: list[str]) -> None:
+    import shutil
+
+    for name in names:
+        target = run_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -110,9 +129,11 @@ def _run(argv: Sequence[str] | None) -> int:
         return 0
     from spark_jobs.launcher import LaunchError, launch
 
-    # The JVM starts while the config loads (which imports torch to check the model name).
+    cfg, earlier = _check_inputs(_load(args, check=False), args.overwrite)
+    # The JVM starts while the rest of the config is checked (which imports torch).
     with job_session_in_background("spark-collab train", args) as wait_for_spark:
-        cfg = _check_inputs(_load(args), args.overwrite)
+        cfg = _validate(cfg)
+        _remove_earlier_run(Path(cfg.run.dir), earlier)
         spark = wait_for_spark()
         spark.sparkContext.setLocalProperty("callSite.short", "spark-collab train")
         try:

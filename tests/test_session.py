@@ -73,3 +73,26 @@ def test_train_against_an_unreachable_master_is_one_error_line(tmp_path) -> None
     assert len(errors) == 1 and dead in errors[0] and "not reachable" in errors[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert not (run_dir / "result.json").exists()
+
+
+def test_overwrite_removes_nothing_when_the_config_is_invalid(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Paths are checked before Spark starts, the rest of the config while it starts: an earlier
+    run is removed for --overwrite only once everything is valid."""
+    from train_shards import blob_shards
+
+    shards = blob_shards(tmp_path / "shards")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "result.json").write_text("{}")
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "spark_jobs", "train", "--overwrite",
+            "--config", str(REPO_ROOT / "conf" / "train" / "mlp_seed.toml"),
+            "--set", f"data.shards='{shards}'", "--set", f"run.dir='{run_dir}'",
+            "--set", "model.name='no_such_model'", "--master", "local[1]",
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "model.name" in done.stderr and "no_such_model" in done.stderr
+    assert (run_dir / "result.json").read_text() == "{}"

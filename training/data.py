@@ -13,7 +13,6 @@ one Parquet record batch at a time (:func:`stream_batches`).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -26,8 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-MANIFEST = "manifest.json"
-FORMAT = "spark-collab-shards"
+from training.manifest import MANIFEST, read_manifest
 
 
 @dataclass
@@ -46,18 +44,6 @@ class ShardData:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
-
-
-def read_manifest(shards_dir: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``manifest.json`` of a shards directory (ValueError when absent or not ours)."""
-    path = Path(shards_dir) / MANIFEST
-    if not path.is_file():
-        raise ValueError(f"{path}: no manifest; is {shards_dir} an output of `spark-collab shard`?")
-    with path.open(encoding="utf-8") as fh:
-        manifest = json.load(fh)
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a spark-collab shards manifest (format={manifest.get('format')!r})")
-    return manifest
 
 
 def _split_entry(manifest: dict[str, Any], split: str, shards_dir: str | os.PathLike) -> dict[str, Any]:
