@@ -376,17 +376,23 @@ def _extra_import_paths() -> list[str]:
 
 
 @contextlib.contextmanager
-def _pythonpath_for_ranks() -> Iterator[None]:
-    """``PYTHONPATH`` extended by :func:`_extra_import_paths` while torchrun starts (it inherits os.environ)."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([*_extra_import_paths(), *([old] if old else [])])
+def _environ_set(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block (torchrun and its ranks inherit os.environ)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("PYTHONPATH", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["PYTHONPATH"] = old
+            os.environ[name] = old
+
+
+def _pythonpath_for_ranks() -> contextlib.AbstractContextManager[None]:
+    """``PYTHONPATH`` extended by :func:`_extra_import_paths` while torchrun starts."""
+    old = os.environ.get("PYTHONPATH")
+    return _environ_set("PYTHONPATH", os.pathsep.join([*_extra_import_paths(), *([old] if old else [])]))
 
 
 @dataclass(frozen=True)
@@ -491,16 +497,14 @@ def _run_bounded(
         finally:
             outcome.done = True
 
-    # Local-mode torchrun inherits os.environ: the tag lets the kill path find every process of
-    # this launch (wrapper, torchrun agent, ranks) and nothing else.
-    old_tag = os.environ.get(LAUNCH_ID_ENV)
-    os.environ[LAUNCH_ID_ENV] = launch_id
     thread = threading.Thread(target=target, name=group, daemon=True)
     start = time.monotonic()
-    thread.start()
     timed_out = False
     first_failure: float | None = None
-    try:
+    # Local-mode torchrun inherits os.environ: the tag lets the kill path find every process of
+    # this launch (guard/torchrun agent, ranks) and nothing else.
+    with _environ_set(LAUNCH_ID_ENV, launch_id):
+        thread.start()
         while not outcome.done:
             thread.join(0.2)
             now = time.monotonic()
@@ -515,11 +519,6 @@ def _run_bounded(
                     sc.cancelJobGroup(group)
                 thread.join(30)
                 break
-    finally:
-        if old_tag is None:
-            os.environ.pop(LAUNCH_ID_ENV, None)
-        else:
-            os.environ[LAUNCH_ID_ENV] = old_tag
 
     failure = diagnose(launch_dir, num_processes)
     # After a timeout our own SIGKILLs make every rank look "silent": only a real exception counts.
@@ -550,7 +549,8 @@ def _run_bounded(
 
 
 def _bounded_launch(
-    start: Callable[[Any, Path], Any],
+    rank_args: tuple[str, ...],
+    payload: bytes | None,
     launch_dir: str | Path | None,
     num_processes: int,
     local_mode: bool,
@@ -558,7 +558,8 @@ def _bounded_launch(
     timeout_s: float,
     failure_grace_s: float,
 ) -> Any:
-    """Make the launch directory, run ``start(distributor, launch_dir)`` bounded, clean up a temporary dir."""
+    """Make the launch directory, run TorchDistributor with a :class:`_TorchrunStarter` for
+    ``rank_args`` (and ``payload``) bounded, clean up a temporary directory."""
     temporary = launch_dir is None
     if temporary:
         path = Path(tempfile.mkdtemp(prefix="spark-collab-launch-"))
@@ -569,8 +570,9 @@ def _bounded_launch(
         path.mkdir(parents=True)
     try:
         distributor = _make_distributor(num_processes, local_mode, use_gpu)
+        starter = _TorchrunStarter(str(path), rank_args, payload)
         return _run_bounded(
-            lambda: start(distributor, path), path, num_processes, timeout_s, failure_grace_s, local_mode
+            lambda: _start(distributor, starter), path, num_processes, timeout_s, failure_grace_s, local_mode
         )
     finally:
         if temporary:
@@ -605,13 +607,14 @@ def launch(
         raise ValueError("num_processes must be >= 1")
     from pyspark import cloudpickle
 
-    # cloudpickle, so that functions defined in __main__ or notebooks work too; a module-level
-    # function still pickles by reference, which plain pickle loads without pyspark.
     if isinstance(fn, str):
         _split_reference(fn)  # a malformed reference fails here, not on every rank
+    # cloudpickle, so that functions defined in __main__ or notebooks work too; a module-level
+    # function still pickles by reference, which plain pickle loads without pyspark.
     payload = cloudpickle.dumps((fn, config))
     return _bounded_launch(
-        lambda distributor, path: _start(distributor, _TorchrunStarter(str(path), ("--call",), payload)),
+        ("--call",),
+        payload,
         launch_dir,
         num_processes,
         local_mode,
@@ -636,9 +639,9 @@ def launch_script(
     script_path = Path(script).expanduser().absolute()
     if not script_path.is_file():
         raise ValueError(f"{script_path}: script not found")
-    rank_args = (str(script_path), *map(str, args))
     _bounded_launch(
-        lambda distributor, path: _start(distributor, _TorchrunStarter(str(path), rank_args)),
+        (str(script_path), *map(str, args)),
+        None,
         launch_dir,
         num_processes,
         local_mode,
