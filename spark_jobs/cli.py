@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spark_jobs.errors import EXIT_USAGE, JobInputError
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -27,7 +32,9 @@ def run_cli(job: Callable[[Sequence[str] | None], int | None], argv: Sequence[st
     return int(code or 0)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_help: str, set_example: str, overwrite_help: str) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, config_help: str, set_example: str, overwrite_help: str
+) -> None:
     """The options of the TOML-configured jobs (train, collab): --config, --set, --overwrite, --describe."""
     parser.add_argument("--config", default=None, help=config_help)
     parser.add_argument(
@@ -46,3 +53,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_help: str, set_
 def absolute_path(path: str) -> str:
     """``path`` made absolute (empty stays empty): ranks and executors may run in another directory."""
     return str(Path(path).expanduser().absolute()) if path else path
+
+
+def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """A copy of a train/collab config whose data and run paths are absolute (see absolute_path)."""
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(
+            cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test)
+        ),
+        run=dataclasses.replace(cfg.run, dir=absolute_path(cfg.run.dir)),
+    )

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.cli import HelpFormatter, absolute_path, add_config_arguments, run_cli
+from spark_jobs.cli import HelpFormatter, add_config_arguments, run_cli, with_absolute_paths
 from spark_jobs.errors import JobInputError
 from spark_jobs.output import staged_output
 from spark_jobs.session import add_spark_arguments, job_session, job_session_in_background
@@ -102,11 +102,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
 
     c = cfg.collab
     assert c is not None
-    cfg = dataclasses.replace(cfg)
-    cfg.data = dataclasses.replace(
-        cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test)
-    )
-    cfg.run = dataclasses.replace(cfg.run, dir=absolute_path(cfg.run.dir))
+    cfg = with_absolute_paths(cfg)
     try:
         manifest = read_manifest(cfg.data.shards)
         test_manifest = read_manifest(cfg.data.test) if cfg.data.test else manifest

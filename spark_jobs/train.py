@@ -14,14 +14,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spark_jobs.cli import HelpFormatter, absolute_path, add_config_arguments, run_cli
+from spark_jobs.cli import HelpFormatter, add_config_arguments, run_cli, with_absolute_paths
 from spark_jobs.errors import JobInputError
 from spark_jobs.session import add_spark_arguments, job_session_in_background
 
@@ -78,10 +77,7 @@ def _check_inputs(cfg: TrainConfig, overwrite: bool) -> tuple[TrainConfig, list[
     from training.manifest import read_manifest
 
     # Ranks may run with another working directory (distributed mode): pass absolute paths.
-    cfg.data = dataclasses.replace(
-        cfg.data, shards=absolute_path(cfg.data.shards), test=absolute_path(cfg.data.test)
-    )
-    cfg.run = dataclasses.replace(cfg.run, dir=absolute_path(cfg.run.dir))
+    cfg = with_absolute_paths(cfg)
     if not cfg.data.shards:
         return cfg, []  # _validate names the key and what to set
     try:
