@@ -219,57 +219,47 @@ def bench_launch(repeats: int, tmp: Path) -> dict[str, float]:
     return out
 
 
-def first_step_cli(shards: str, tmp: Path, i: int) -> float:
-    run_dir = tmp / f"cli-{i}"
+def _seconds_to_first_step(command: list[str], run_dir: Path, shards: str) -> float:
+    """Run ``command`` (a training run of one epoch into ``run_dir``); seconds from its start to the
+    first optimizer step, as its result.json records."""
+    overrides = [
+        "--set",
+        f"data.shards='{shards}'",
+        "--set",
+        f"run.dir='{run_dir}'",
+        "--set",
+        "train.epochs=1",
+    ]
     t0 = time.time()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spark_jobs",
-            "train",
-            "--set",
-            f"data.shards='{shards}'",
-            "--set",
-            f"run.dir='{run_dir}'",
-            "--set",
-            "train.epochs=1",
-            "--master",
-            "local[2]",
-            "--conf",
-            "spark.ui.enabled=false",
-        ],
-        check=True,
-        capture_output=True,
-        cwd=REPO,
-    )
+    subprocess.run([*command, *overrides], check=True, capture_output=True, cwd=REPO)
     return json.loads((run_dir / "result.json").read_text())["timings"]["first_step_unix"] - t0
+
+
+def first_step_cli(shards: str, tmp: Path, i: int) -> float:
+    command = [
+        sys.executable,
+        "-m",
+        "spark_jobs",
+        "train",
+        "--master",
+        "local[2]",
+        "--conf",
+        "spark.ui.enabled=false",
+    ]
+    return _seconds_to_first_step(command, tmp / f"cli-{i}", shards)
 
 
 def first_step_torchrun(shards: str, tmp: Path, i: int) -> float:
-    run_dir = tmp / f"torchrun-{i}"
-    t0 = time.time()
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "torchrun"),
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "training.loop",
-            "--set",
-            f"data.shards='{shards}'",
-            "--set",
-            f"run.dir='{run_dir}'",
-            "--set",
-            "train.epochs=1",
-            "--config",
-            str(REPO / "conf" / "train" / "mlp_seed.toml"),
-        ],
-        check=True,
-        capture_output=True,
-        cwd=REPO,
-    )
-    return json.loads((run_dir / "result.json").read_text())["timings"]["first_step_unix"] - t0
+    command = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "training.loop",
+        "--config",
+        str(REPO / "conf" / "train" / "mlp_seed.toml"),
+    ]
+    return _seconds_to_first_step(command, tmp / f"torchrun-{i}", shards)
 
 
 def bench_cli(shards: str, repeats: int, tmp: Path) -> dict[str, float]:
