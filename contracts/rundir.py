@@ -1,0 +1,71 @@
+"""The layout of a training run directory: every file name is defined here and nowhere else.
+
+A run directory (``run.dir``) holds what one ``train`` or ``collab`` run leaves behind::
+
+    result.json       final metrics, config, world size, timings (written last: its presence means done)
+    metrics.jsonl     one JSON object per epoch, round or evaluation
+    checkpoint.pt     the latest checkpoint (main rank, atomic)
+    curves.png        loss / accuracy curves (train, GPT)
+    accuracy.png      per-peer and fused accuracy (collab)
+    agreement.png     peer disagreement (collab)
+    launch/           per-rank status files of the last launch
+    .lock             held while a job writes here
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULT = "result.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+CURVES = "curves.png"
+ACCURACY_PLOT = "accuracy.png"
+AGREEMENT_PLOT = "agreement.png"
+LAUNCH_DIR = "launch"
+LOCK = ".lock"
+
+# What an earlier run may have left; --overwrite replaces exactly these, never anything else.
+RUN_FILES = (RESULT, METRICS, CHECKPOINT, CURVES, ACCURACY_PLOT, AGREEMENT_PLOT)
+RUN_DIRS = (LAUNCH_DIR,)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | os.PathLike) -> RunDir:
+        return cls(Path(path))
+
+    @property
+    def result(self) -> Path:
+        return self.root / RESULT
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / CHECKPOINT
+
+    @property
+    def curves(self) -> Path:
+        return self.root / CURVES
+
+    @property
+    def launch(self) -> Path:
+        return self.root / LAUNCH_DIR
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK
+
+    def earlier_run(self) -> list[str]:
+        """The names of what an earlier run left here (empty for a fresh directory)."""
+        return [name for name in (*RUN_FILES, *RUN_DIRS) if (self.root / name).exists()]
