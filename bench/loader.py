@@ -36,7 +36,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from training.data import ShardData, iter_batches, load_shard, read_manifest  # noqa: E402
+from contracts.manifest import Manifest  # noqa: E402
+from training.data import ShardData, iter_batches, load_shard  # noqa: E402
 
 
 def make_shards(source: str, out: Path) -> None:
@@ -180,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         shards = Path(args.shards_dir) if args.shards_dir else work / "shards"
         if not args.shards_dir:
             make_shards(args.source, shards)
-        manifest = read_manifest(shards)
-        entry = manifest["splits"]["train"]["shards"][0]
+        manifest = Manifest.read(shards, kind="images")
+        entry = manifest.shard("train", 0)
         parquet_file = shards / entry["files"][0]["path"]
         rows = int(entry["rows"])
         array_files = write_torchdistributor_input(parquet_file, work, wide=False)
@@ -204,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         ours(shards, args.batch_size)  # warm the page cache and imports for everyone
         results = measure(contenders)
-    dim = int(np.prod(manifest["feature_shape"]))
+    dim = int(np.prod(manifest.get("feature_shape")))
     print(
-        f"source {manifest['source']['spec']}: {rows} rows x {dim} float32 features, "
+        f"source {manifest.source['spec']}: {rows} rows x {dim} float32 features, "
         f"parquet {entry['files'][0]['bytes'] / 1e6:.1f} MB, batch {args.batch_size}"
     )
     print(

@@ -133,7 +133,9 @@ class Manifest:
         """The manifest of ``shards_dir``; ``kind`` (when given) must match."""
         path = Path(shards_dir) / MANIFEST
         if not path.is_file():
-            raise ManifestError(f"{path}: no manifest; is {shards_dir} an output of `spark-collab shard` or `corpus`?")
+            raise ManifestError(
+                f"{path}: no manifest; is {shards_dir} an output of `spark-collab shard` or `corpus`?"
+            )
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -72,7 +72,9 @@ def write_token_shard(
     tokens = np.asarray(tokens)
     lengths = np.asarray(doc_lengths, dtype=np.int64)
     if int(lengths.sum()) != len(tokens):
-        raise ValueError(f"shard {split}/{index}: document lengths add up to {lengths.sum()}, not {len(tokens)}")
+        raise ValueError(
+            f"shard {split}/{index}: document lengths add up to {lengths.sum()}, not {len(tokens)}"
+        )
     if len(tokens) and (tokens.min() < 0 or tokens.max() > np.iinfo(np_dtype).max):
         raise ValueError(f"shard {split}/{index}: token ids outside {dtype}")
     offsets = np.zeros(len(lengths) + 1, dtype=OFFSET_DTYPE)
@@ -136,9 +138,7 @@ def open_token_shard(
             if digest != entry[key]:
                 raise ManifestError(f"{path}: sha256 {digest} does not match the manifest ({entry[key]})")
     tokens = (
-        np.memmap(bin_path, dtype=DTYPES[dtype], mode="r")
-        if expected
-        else np.zeros(0, dtype=DTYPES[dtype])
+        np.memmap(bin_path, dtype=DTYPES[dtype], mode="r") if expected else np.zeros(0, dtype=DTYPES[dtype])
     )
     offsets = np.fromfile(idx_path, dtype=OFFSET_DTYPE)
     if len(offsets) != int(entry["documents"]) + 1 or (len(offsets) and offsets[-1] != int(entry["rows"])):

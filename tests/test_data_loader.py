@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from contracts.manifest import Manifest
 from training.data import (
     ShardData,
     iter_batches,
     load_shard,
     num_shards,
-    read_manifest,
     stream_batches,
 )
 
@@ -102,7 +102,7 @@ def test_load_one_shard_matches_file(tmp_path: Path, fixed_size: bool) -> None:
 def test_load_all_shards_in_order(tmp_path: Path) -> None:
     manifest = _write_dir(tmp_path, [5, 8, 3], files_per_shard=2)
     assert num_shards(tmp_path) == 3
-    assert read_manifest(tmp_path)["num_classes"] == 3
+    assert Manifest.read(tmp_path).get("num_classes") == 3
     data = load_shard(tmp_path, "train")
     ids, _, feats = _reference(tmp_path, manifest, None)
     assert ids.tolist() == list(range(100, 116))

@@ -189,18 +189,42 @@ def test_cli_refuses_an_earlier_run_without_overwrite(
     assert (run / "result.json").read_text() == "{}"  # untouched
 
 
-def _thread_names() -> list[str]:
+def _gloo_threads() -> int:
     task_dir = Path("/proc/self/task")
-    return [(t / "comm").read_text().strip() for t in task_dir.iterdir()]
+    return sum("gloo" in (t / "comm").read_text() for t in task_dir.iterdir())
+
+
+def _process_group_worker(rank: int, port: int, shards: str, run_dir: str, strategy: str, out: str) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    before = _gloo_threads()
+    train(cfg_for(Path(shards), Path(run_dir), "launch.num_processes=2", f"train.strategy={strategy}"))
+    Path(out, f"rank{rank}").write_text(f"{before} {_gloo_threads()}")
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_the_process_group_is_gone_when_train_returns(shards: Path, tmp_path: Path, strategy: str) -> None:
-    # Regression: DDP kept the gloo group (and its worker threads) alive past
-    # destroy_process_group(); torn down during interpreter exit it aborted ranks with SIGABRT.
-    # Counted before and after: a test that raised inside train() may still hold its own group
-    # through the traceback it keeps.
-    before = sum("gloo" in n for n in _thread_names())
-    train(cfg_for(shards, tmp_path / "run", f"train.strategy={strategy}"))
-    assert sum("gloo" in n for n in _thread_names()) == before
+    # DDP on two ranks holds the gloo group in a reference cycle (at world size 1 DDP is not
+    # used, so only a 2-rank run can show it). A group that outlived destroy_process_group() was
+    # torn down during interpreter exit and aborted ranks with SIGABRT: every gloo thread that a
+    # rank had when train() returned is such a leftover.
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(
+        _process_group_worker,
+        args=(port, str(shards), str(tmp_path / "run"), strategy, str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    for rank in range(2):
+        before, after = map(int, (tmp_path / f"rank{rank}").read_text().split())
+        assert after == before, f"rank {rank}: {after - before} gloo threads left after train()"

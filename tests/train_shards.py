@@ -32,6 +32,7 @@ def write_shards(
     """Write ``splits[name] = [(features [n, D], labels [n]), ...]`` (one entry per shard)."""
     manifest: dict = {
         "format": "spark-collab-shards",
+        "version": 1,
         "feature_shape": list(feature_shape),
         "num_classes": num_classes,
         "splits": {},

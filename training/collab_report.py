@@ -14,12 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.report import save_figure_atomic, write_text_atomic
-
-RESULT = "result.json"
-METRICS = "metrics.jsonl"
-ACCURACY_PNG = "accuracy.png"
-AGREEMENT_PNG = "agreement.png"
+from contracts.atomic import save_figure_atomic, write_bytes_atomic, write_text_atomic
+from contracts.rundir import ACCURACY_PLOT, AGREEMENT_PLOT, METRICS, PEER_MODELS, RESULT
 
 
 def step_key(result: Mapping[str, Any]) -> str:
@@ -70,11 +66,25 @@ def write_run(
     """Write result.json, metrics.jsonl and the plots into ``run_dir``; returns the paths written."""
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {k: v for k, v in result.items() if k != "state"}
+    doc = {k: v for k, v in result.items() if k not in ("state", "peer_models")}
     doc.update(extra or {})
+    peers = [_save_peer_models(out / PEER_MODELS, result["peer_models"])] if result.get("peer_models") else []
     write_text_atomic(out / RESULT, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
-    write_text_atomic(out / METRICS, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in result["history"]))
-    return [out / RESULT, out / METRICS, *plot_run(out, result)]
+    write_text_atomic(
+        out / METRICS, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in result["history"])
+    )
+    return [out / RESULT, out / METRICS, *peers, *plot_run(out, result)]
+
+
+def _save_peer_models(path: Path, document: Mapping[str, Any]) -> Path:
+    """``peers.pt`` (torch's format: the parameters are tensors), written atomically."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(dict(document), buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def _pyplot() -> Any:
@@ -124,7 +134,7 @@ def plot_run(run_dir: Path, result: Mapping[str, Any]) -> list[Path]:
     ax.set_title(f"{result['mode']}: accuracy per {key}")
     ax.legend()
     fig.tight_layout()
-    paths = [_save(fig, run_dir / ACCURACY_PNG)]
+    paths = [_save(fig, run_dir / ACCURACY_PLOT)]
     fig, (ax_d, ax_k) = plt.subplots(1, 2, figsize=(10, 4))
     ax_d.plot(xs, [rec["disagreement"] for rec in hist], marker="o")
     ax_d.set_xlabel(key)
@@ -134,7 +144,7 @@ def plot_run(run_dir: Path, result: Mapping[str, Any]) -> list[Path]:
     ax_k.set_ylabel("mean pairwise KL (nats)")
     fig.suptitle("peers" if key == "epoch" else "clients' local models before averaging")
     fig.tight_layout()
-    paths.append(_save(fig, run_dir / AGREEMENT_PNG))
+    paths.append(_save(fig, run_dir / AGREEMENT_PLOT))
     return paths
 
 

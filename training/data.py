@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from training.manifest import MANIFEST, read_manifest
+from contracts.manifest import Manifest
 
 
 @dataclass
@@ -46,28 +46,13 @@ class ShardData:
         return int(self.labels.shape[0])
 
 
-def _split_entry(manifest: dict[str, Any], split: str, shards_dir: str | os.PathLike) -> dict[str, Any]:
-    splits = manifest["splits"]
-    if split not in splits:
-        raise ValueError(f"{Path(shards_dir) / MANIFEST}: no split {split!r}; it has {sorted(splits)}")
-    return splits[split]
-
-
 def num_shards(shards_dir: str | os.PathLike, split: str = "train") -> int:
-    """How many shards the split has (0 for a split that exists but received no rows)."""
-    manifest = read_manifest(shards_dir)
-    return len(_split_entry(manifest, split, shards_dir)["shards"])
+    """How many shards the split has (ValueError when the split is absent; 0 when it got no rows)."""
+    return len(Manifest.read(shards_dir, kind="images").shards(split))
 
 
-def _shard_entries(
-    manifest: dict[str, Any], shards_dir: str | os.PathLike, split: str, shard: int | None
-) -> list[dict[str, Any]]:
-    shards = _split_entry(manifest, split, shards_dir)["shards"]
-    if shard is None:
-        return list(shards)
-    if not 0 <= shard < len(shards):
-        raise ValueError(f"{shards_dir}: split {split!r} has {len(shards)} shards, no shard {shard}")
-    return [shards[shard]]
+def _shard_entries(manifest: Manifest, split: str, shard: int | None) -> list[dict[str, Any]]:
+    return manifest.shards(split) if shard is None else [manifest.shard(split, shard)]
 
 
 def _read_file(path: Path, entry: dict[str, Any], verify: bool) -> pa.Table:
@@ -108,8 +93,8 @@ def _features_numpy(column: pa.ChunkedArray | pa.Array, dim: int, where: Path | 
     return flat.reshape(len(array), dim)
 
 
-def _to_shard_data(tables: list[pa.Table], manifest: dict[str, Any], where: Path | str) -> ShardData:
-    feature_shape = tuple(int(x) for x in manifest["feature_shape"])
+def _to_shard_data(tables: list[pa.Table], manifest: Manifest, where: Path | str) -> ShardData:
+    feature_shape = tuple(int(x) for x in manifest.get("feature_shape"))
     dim = math.prod(feature_shape)
     if len(tables) == 1:
         table = tables[0]
@@ -126,7 +111,7 @@ def _to_shard_data(tables: list[pa.Table], manifest: dict[str, Any], where: Path
     features = _features_numpy(table.column("features"), dim, where)
     ids = table.column("id").to_numpy().astype(np.int64, copy=False)
     labels = table.column("label").to_numpy().astype(np.int64)
-    num_classes = int(manifest["num_classes"])
+    num_classes = int(manifest.get("num_classes"))
     return ShardData(
         features=_from_numpy(features),
         labels=torch.from_numpy(labels),
@@ -160,9 +145,9 @@ def load_shard(
     the manifest; a mismatch raises ValueError naming the file.
     """
     root = Path(shards_dir)
-    manifest = read_manifest(root)
+    manifest = Manifest.read(root, kind="images")
     tables: list[pa.Table] = []
-    for entry in _shard_entries(manifest, root, split, shard):
+    for entry in _shard_entries(manifest, split, shard):
         rows = 0
         for file_entry in entry["files"]:
             table = _read_file(root / file_entry["path"], file_entry, verify)
@@ -170,7 +155,7 @@ def load_shard(
             tables.append(table)
         if verify and rows != entry["rows"]:
             raise ValueError(f"{root / entry['path']}: {rows} rows, the manifest says {entry['rows']}")
-    where = root / split if shard is None else root / _shard_entries(manifest, root, split, shard)[0]["path"]
+    where = root / split if shard is None else root / manifest.shard(split, shard)["path"]
     return _to_shard_data(tables, manifest, where)
 
 
@@ -223,14 +208,14 @@ def stream_batches(
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     root = Path(shards_dir)
-    manifest = read_manifest(root)
-    dim = math.prod(int(x) for x in manifest["feature_shape"])
+    manifest = Manifest.read(root, kind="images")
+    dim = math.prod(int(x) for x in manifest.get("feature_shape"))
     # Parquet hands out batches that stop at row-group and file ends; carry the remainder over so
     # every batch but the last has exactly batch_size rows.
     pending_x: list[torch.Tensor] = []
     pending_y: list[torch.Tensor] = []
     pending = 0
-    for entry in _shard_entries(manifest, root, split, shard):
+    for entry in _shard_entries(manifest, split, shard):
         for file_entry in entry["files"]:
             path = root / file_entry["path"]
             rows = 0

@@ -17,8 +17,9 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -79,6 +80,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _drop_dtensor_caches() -> None:
+    """Clear DTensor's process-wide caches (sharding propagation, redistribution plans).
+
+    Their entries hold the DeviceMesh of an FSDP2 model, and the mesh holds the process group, so
+    without this the group's gloo threads outlive ``destroy_process_group()`` exactly as with DDP.
+    Private torch APIs (checked on torch 2.13): whatever is missing in another version is skipped.
+    """
+    if "torch.distributed.tensor" not in sys.modules:
+        return  # no DTensor was ever made in this process
+    with suppress(ImportError, AttributeError):
+        from torch.distributed.tensor.debug import _clear_sharding_prop_cache
+
+        _clear_sharding_prop_cache()
+    with suppress(ImportError, AttributeError):
+        from torch.distributed.tensor import _redistribute
+
+        _redistribute.clear_redistribute_planner_cache()
+        _redistribute._gen_transform_infos.cache_clear()
+    with suppress(ImportError, AttributeError):
+        from torch.distributed.tensor._collective_utils import MeshTopoInfo
+
+        MeshTopoInfo.build_from_mesh.cache_clear()
+
+
 @contextmanager
 def distributed(use_gpu: bool = False, timeout_s: float = 600.0) -> Iterator[DistContext]:
     """Join (or create) the default process group for the duration of the block.
@@ -133,6 +158,8 @@ def distributed(use_gpu: bool = False, timeout_s: float = 600.0) -> Iterator[Dis
         # tensor cannot take the GIL: the process then aborts ("terminate called without an active
         # exception", SIGABRT) after its work is done. Seen in about one launch in ten here
         # (torch 2.13, gloo); collecting first makes the teardown happen now, in order.
+        # FSDP2 keeps the group alive another way: DTensor's sharding caches hold the device mesh.
+        _drop_dtensor_caches()
         gc.collect()
         dist.destroy_process_group()
 

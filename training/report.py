@@ -9,29 +9,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-METRICS = "metrics.jsonl"
-RESULT = "result.json"
-CURVES = "curves.png"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary sibling and ``os.replace``: readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def save_figure_atomic(fig: Any, path: Path, dpi: int = 100) -> Path:
-    """Save a matplotlib figure as PNG the same way (temporary sibling, then rename)."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
-    return path
+from contracts.atomic import save_figure_atomic, write_text_atomic
+from contracts.rundir import CURVES, METRICS, RESULT
 
 
 def progress_line(rec: dict[str, Any], epochs: int) -> str:
