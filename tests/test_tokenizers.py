@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import re
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from spark_jobs.tokenizers import (
     cjk_tokens,
-    decode_lines,
     get_tokenizer,
     strip_line_boms,
     whitespace_tokens,
@@ -19,13 +14,6 @@ from spark_jobs.tokenizers import (
 
 # Whitespace that str.split() knows but a naive " "-split or ASCII \s would miss.
 ODD_SPACE = " \t\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2003\u2028\u202f\u3000"
-ALPHABET = st.sampled_from(
-    list(ODD_SPACE)
-    + list("abcXYZ_09éÉßİΣσς²Ⅻ٣-.,;!?'\ufeff\u200b\u0301")
-    + ["中", "国", "人", "你", "好", "😀"]
-)
-LINE = st.text(alphabet=ALPHABET, max_size=40)
-LINES = st.lists(LINE, max_size=8)
 
 
 def ref_whitespace(line: str) -> list[str]:
@@ -34,70 +22,6 @@ def ref_whitespace(line: str) -> list[str]:
 
 def ref_words(line: str) -> list[str]:
     return re.findall(r"\w+", line.lower())
-
-
-@given(LINES)
-@settings(max_examples=300, deadline=None)
-def test_block_of_lines_equals_line_by_line(lines: list[str]) -> None:
-    # The engines tokenize "\n"-joined blocks; that must equal tokenizing each line.
-    block = "\n".join(lines)
-    assert whitespace_tokens(block) == [t for line in lines for t in ref_whitespace(line)]
-    assert words_tokens(block) == [t for line in lines for t in ref_words(line)]
-
-
-@given(LINES)
-@settings(max_examples=200, deadline=None)
-def test_cjk_only_splits_words_further(lines: list[str]) -> None:
-    block = "\n".join(lines)
-    words = words_tokens(block)
-    pieces = cjk_tokens(block)
-    assert "".join(pieces) == "".join(words)
-    assert all(re.fullmatch(r"\w+", p) for p in pieces)
-    if not re.search("[\u4e00-\u9fff]", block):
-        assert pieces == words
-
-
-def test_examples_by_hand() -> None:
-    assert whitespace_tokens("\ufeffHello,\u00a0World\u2003x\x1cy\x0bz\x0c") == [
-        "Hello,",
-        "World",
-        "x",
-        "y",
-        "z",
-    ]
-    assert words_tokens("\ufeffHello, WORLD! it's x_y 42") == ["hello", "world", "it", "s", "x_y", "42"]
-    assert cjk_tokens("我爱北京天安门。Hello, 世界!") == ["我", "爱", "北京", "天安门", "hello", "世界"]
-    assert cjk_tokens("Café naïve") == ["café", "naïve"]
-    # A BOM at the start of any line of a block goes; one inside a word stays (it is not a BOM there).
-    assert strip_line_boms("\ufeffa\n\ufeffb c\ufeffd\r\ufeffe\r\n\ufeff") == "a\nb c\ufeffd\re\r\n"
-
-
-def test_get_tokenizer_rejects_unknown() -> None:
-    assert get_tokenizer("words") is words_tokens
-    try:
-        get_tokenizer("letters")
-    except ValueError as exc:
-        assert "letters" in str(exc)
-    else:
-        raise AssertionError("unknown tokenizer accepted")
-
-
-@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=6))
-@settings(max_examples=300, deadline=None)
-def test_decode_lines_counts_invalid_lines(lines: list[bytes]) -> None:
-    expected_bad = 0
-    expected: list[str] = []
-    for raw in lines:
-        try:
-            expected.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            expected_bad += 1
-            expected.append(raw.decode("utf-8", errors="replace"))
-    text, bad = decode_lines(b"\n".join(lines))
-    assert (text, bad) == ("\n".join(expected), expected_bad)
-
-
-# ------------------------------------------------------------------ the arrow engine's map side
 
 
 def _batch_counts(lines: list[bytes], tokenizer: str) -> tuple[dict, int]:
@@ -131,20 +55,29 @@ def _ref_counts(lines: list[bytes], tokenizer: str) -> tuple[dict, int]:
     return dict(counts), bad
 
 
-ENCODED_LINES = st.lists(
-    st.one_of(
-        LINE.map(lambda s: s.replace("\n", "").replace("\r", "").encode()),
-        st.binary(max_size=10).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
-        st.text(alphabet="abc ABC xyz_1!", max_size=20).map(str.encode),
-    ),
-    max_size=10,
-)
+def test_examples_by_hand() -> None:
+    assert whitespace_tokens("\ufeffHello,\u00a0World\u2003x\x1cy\x0bz\x0c") == [
+        "Hello,",
+        "World",
+        "x",
+        "y",
+        "z",
+    ]
+    assert words_tokens("\ufeffHello, WORLD! it's x_y 42") == ["hello", "world", "it", "s", "x_y", "42"]
+    assert cjk_tokens("我爱北京天安门。Hello, 世界!") == ["我", "爱", "北京", "天安门", "hello", "世界"]
+    assert cjk_tokens("Café naïve") == ["café", "naïve"]
+    # A BOM at the start of any line of a block goes; one inside a word stays (it is not a BOM there).
+    assert strip_line_boms("\ufeffa\n\ufeffb c\ufeffd\r\ufeffe\r\n\ufeff") == "a\nb c\ufeffd\re\r\n"
 
 
-@given(ENCODED_LINES, st.sampled_from(["whitespace", "words"]))
-@settings(max_examples=300, deadline=None)
-def test_batch_counter_equals_counter_reference(lines: list[bytes], tokenizer: str) -> None:
-    assert _batch_counts(lines, tokenizer) == _ref_counts(lines, tokenizer)
+def test_get_tokenizer_rejects_unknown() -> None:
+    assert get_tokenizer("words") is words_tokens
+    try:
+        get_tokenizer("letters")
+    except ValueError as exc:
+        assert "letters" in str(exc)
+    else:
+        raise AssertionError("unknown tokenizer accepted")
 
 
 def test_batch_counter_on_tricky_text() -> None:
@@ -152,46 +85,6 @@ def test_batch_counter_on_tricky_text() -> None:
     lines = [text.encode(), b"plain ascii Words, here!", "Ἀθῆναι ǅ ǈ".encode(), b"bad \xff", b"\x00\x00"]
     for tokenizer in ("whitespace", "words"):
         assert _batch_counts(lines, tokenizer) == _ref_counts(lines, tokenizer)
-
-
-@given(
-    st.lists(st.sampled_from([b"", b"a", b"bc d", b"\r", b"\xef\xbb\xbfx", b"long " * 9]), max_size=30),
-    st.lists(st.integers(min_value=1, max_value=200), max_size=6),
-    st.integers(min_value=1, max_value=16),
-    st.booleans(),
-)
-@settings(max_examples=200, deadline=None)
-def test_read_split_covers_every_line_once(tmp_path_factory, lines, cuts, chunk, trailing_newline) -> None:
-    from spark_jobs.fastcount import read_split
-
-    data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
-    path = tmp_path_factory.mktemp("split") / "f.txt"
-    path.write_bytes(data)
-    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
-    pieces = [
-        block
-        for start, end in itertools.pairwise(bounds)
-        for block in read_split(str(path), start, end, chunk)
-    ]
-    assert b"".join(pieces) == data
-    assert all(block.endswith(b"\n") for block in pieces[:-1])
-
-
-# ------------------------------------------------------------------ vectorised (Arrow) counting
-
-
-@given(LINES)
-@settings(max_examples=300, deadline=None)
-def test_vectorised_block_counts_equal_line_by_line_counter(lines: list[str]) -> None:
-    from collections import Counter
-
-    from spark_jobs.vector_count import count_block
-
-    block = "\n".join(lines)
-    for name, ref in (("whitespace", ref_whitespace), ("words", ref_words)):
-        table = count_block(block, name)
-        got = dict(zip(table["word"].to_pylist(), table["count"].to_pylist(), strict=True))
-        assert got == dict(Counter(t for line in lines for t in ref(line))), name
 
 
 def test_vectorised_counts_every_non_ascii_separator() -> None:

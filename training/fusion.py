@@ -17,7 +17,6 @@ import torch
 
 from training.aggregate import weighted_average
 
-FUSIONS = ("ensemble", "average")
 _EPS = 1e-12
 
 
