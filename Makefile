@@ -11,7 +11,7 @@ SETUP_STAMP := $(VENV)/.setup-done
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: setup check-java jvm-cache demo test test-fast lint format bench-wordcount bench-loader bench-train bench-collab bench-session \
+.PHONY: setup check-java jvm-cache demo test test-fast lint format bench-wordcount bench-loader bench-train bench-collab bench-session bench-gpt bench-predict \
         cluster-up cluster-down cluster-status dist clean
 
 setup: $(SETUP_STAMP)
@@ -34,8 +34,9 @@ $(SETUP_STAMP): pyproject.toml | check-java
 jvm-cache: setup
 	@$(PY) -m spark_jobs.jvm_cache
 
+# Word count, sharding, data-parallel training and (when installed) a GPT, in one Spark session (spark_jobs/demo.py).
 demo: setup
-	$(PY) -m spark_jobs wordcount --demo --output runs/demo/wordcount --overwrite --top 15
+	$(PY) -m spark_jobs demo $(DEMO_ARGS)
 
 test: jvm-cache
 	$(PY) -m pytest -q
@@ -64,6 +65,15 @@ bench-train: setup
 # Paired comparison arms over seeds (DML vs independent; FedAvg IID vs non-IID vs centralized).
 bench-collab: setup
 	$(PY) bench/collab.py $(BENCH_ARGS)
+
+# GPT: loop tokens/s vs a bare PyTorch loop, then the CPU config on tinyshakespeare (docs/benchmarks.md).
+bench-gpt: setup
+	$(PY) bench/gpt.py speed
+	$(PY) bench/gpt.py learn
+
+# predict on local[2] vs a single-process torch loop and a naive pandas_udf (needs ../shared/data/mnist).
+bench-predict: setup
+	$(PY) bench/predict.py $(BENCH_ARGS)
 
 # Spark session start-up with and without the driver JVM's class-data-sharing archive.
 bench-session: jvm-cache

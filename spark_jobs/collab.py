@@ -12,6 +12,7 @@ Examples::
     spark-collab collab --config conf/collab/fedavg.toml --set collab.fraction=0.5 --set run.dir=runs/collab/c05
     spark-collab collab --compare --source digits --seeds 3 --output runs/collab/compare
     spark-submit spark_jobs/collab.py --config conf/collab/dml.toml --set launch.local_mode=false
+    spark-collab collab --config conf/collab/gpt_diloco.toml      # GPT peers: spark_jobs/lm_collab.py
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.cli import HelpFormatter, add_config_arguments, run_cli, with_absolute_paths
-from spark_jobs.errors import JobInputError
+from spark_jobs.cli import (
+    HelpFormatter,
+    add_config_arguments,
+    check_run_dir_overlap,
+    run_cli,
+    with_absolute_paths,
+)
+from spark_jobs.errors import JobInputError, full_disk_error, storage_error
 from spark_jobs.output import staged_output
+from spark_jobs.preflight import check_model_fits, check_test_matches_train, refuse_unread_keys
 from spark_jobs.session import add_spark_arguments, job_session, job_session_in_background
+from spark_jobs.wording import plural
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -37,6 +46,19 @@ EXIT_RANK_FAILURE = 1
 DEFAULT_COMPARE_CONFIG = "conf/collab/compare.toml"
 # The three ways of cutting the training data into clients that the comparison puts side by side.
 COMPARE_PARTITIONS = (("iid", "iid"), ("pathological", "pathological:2"), ("dirichlet0.1", "dirichlet:0.1"))
+# Keys of the shared config format that collaborative training does not read: every peer or client
+# trains plainly in float32 on one rank, evaluates on the test split only, writes no checkpoint,
+# always draws its plots and never resumes.
+UNREAD_KEYS = (
+    "train.strategy",
+    "train.bf16",
+    "data.val_split",
+    "run.resume",
+    "run.checkpoint",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.plots",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +111,7 @@ def _load(config: str | None, overrides: Sequence[str]) -> TrainConfig:
             f"--config {config}: no [collab] section; collaborative runs need one (see conf/collab/dml.toml), "
             "or use `spark-collab train` for plain data-parallel training"
         )
+    refuse_unread_keys(cfg, UNREAD_KEYS, "spark-collab collab")
     return cfg
 
 
@@ -98,24 +121,26 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     Refuses ``fusion = "average"`` for peers that do not share an init or an architecture here,
     before any training, with the same reason the rank side would give after it.
     """
-    from training.manifest import read_manifest
+    from contracts.manifest import Manifest
 
     c = cfg.collab
     assert c is not None
     cfg = with_absolute_paths(cfg)
     try:
-        manifest = read_manifest(cfg.data.shards)
-        test_manifest = read_manifest(cfg.data.test) if cfg.data.test else manifest
+        manifest = Manifest.read(cfg.data.shards, kind="images")
+        test_manifest = Manifest.read(cfg.data.test, kind="images") if cfg.data.test else manifest
     except ValueError as exc:
         raise JobInputError(f"data.shards/data.test: {exc}") from None
-    if cfg.data.test_split not in test_manifest["splits"]:
+    if cfg.data.test:
+        check_test_matches_train(cfg, manifest, test_manifest)
+    if not test_manifest.has_split(cfg.data.test_split):
         raise JobInputError(
             f"data.test_split: {cfg.data.test or cfg.data.shards} has no {cfg.data.test_split!r} split "
-            f"(it has {', '.join(test_manifest['splits'])}); re-shard with --split train=0.75,test=0.25 or set data.test"
+            f"(it has {', '.join(test_manifest.splits)}); re-shard with --split train=0.75,test=0.25 or set data.test"
         )
-    if cfg.data.train_split not in manifest["splits"]:
+    if not manifest.has_split(cfg.data.train_split):
         raise JobInputError(f"data.train_split: {cfg.data.shards} has no {cfg.data.train_split!r} split")
-    k = len(manifest["splits"][cfg.data.train_split]["shards"])
+    k = manifest.num_shards(cfg.data.train_split)
     n = cfg.launch.num_processes
     if c.weight < 0:
         raise JobInputError("collab.weight: must be >= 0 (0 = independent peers, the paired baseline)")
@@ -126,10 +151,15 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
             f"collab.peers lists {len(c.peers)} models for launch.num_processes={n} (one peer per rank); "
             f"--set launch.num_processes={len(c.peers)} or shorten collab.peers"
         )
+    if k == 0:
+        raise JobInputError(
+            f"data.shards: {cfg.data.shards} has no {cfg.data.train_split!r} rows to train on; re-shard it "
+            f"with a {cfg.data.train_split} split, e.g. --split train=0.75,test=0.25"
+        )
     if c.mode in ("fedavg", "local_sgd") and k < n:
         raise JobInputError(
-            f"data.shards: {cfg.data.shards} has {k} {cfg.data.train_split!r} shards (clients) for "
-            f"launch.num_processes={n}; re-shard with --shards {n} or more, or --set launch.num_processes={max(k, 1)}"
+            f"data.shards: {cfg.data.shards} has {plural(k, 'shard')} (clients) in {cfg.data.train_split!r} for "
+            f"launch.num_processes={n}; re-shard with --shards {n} or more, or --set launch.num_processes={k}"
         )
     if c.mode == "dml" and c.fusion == "average":
         archs = {c.peers[r % len(c.peers)] if c.peers else cfg.model.name for r in range(n)}
@@ -144,10 +174,13 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                 "(collab.same_init = false), and averaging the parameters of independently initialised networks "
                 "collapses accuracy (their hidden units are permuted); use fusion = 'ensemble' or set collab.same_init = true"
             )
+    check_model_fits(cfg, manifest, c.peers)
     return cfg
 
 
-def _launch(fn: Any, payload: Any, cfg: TrainConfig, launch_dir: Path) -> Any:
+def _launch(fn: Any, payload: Any, cfg: TrainConfig, launch_dir: Path, restarts: list | None = None) -> Any:
+    """Launch ``fn(payload)``. With ``launch.max_restarts``, a failed launch is rerun from the
+    start (collaborative runs keep no checkpoints), each restart appended to ``restarts``."""
     from spark_jobs.launcher import launch
 
     return launch(
@@ -158,12 +191,15 @@ def _launch(fn: Any, payload: Any, cfg: TrainConfig, launch_dir: Path) -> Any:
         use_gpu=cfg.launch.use_gpu,
         timeout_s=cfg.launch.timeout_s,
         launch_dir=launch_dir,
+        max_restarts=cfg.launch.max_restarts,
+        restarts=restarts,
     )
 
 
 def _run_one(args: argparse.Namespace) -> int:
     from spark_jobs.launcher import LaunchError
-    from training.collab_report import progress_lines, summary_line, write_run
+    from training import tracking
+    from training.collab_report import progress_lines, step_key, summary_line, write_run
     from training.config import describe
 
     if args.describe:  # also without --config: shows every key, [collab] included
@@ -177,25 +213,43 @@ def _run_one(args: argparse.Namespace) -> int:
     t0 = time.time()
     # The JVM starts while the config loads and is checked (which imports torch).
     with job_session_in_background("spark-collab collab", args) as wait_for_spark:
-        cfg = check_config(_load(args.config, args.set))
-        with staged_output(cfg.run.dir, args.overwrite, flag="run.dir") as staging:
+        cfg = _load(args.config, args.set)
+        check_run_dir_overlap(cfg, args)
+        cfg = check_config(cfg)
+        inputs = [cfg.data.shards, cfg.data.test, args.config or "", args.spark_defaults]
+        with staged_output(cfg.run.dir, args.overwrite, flag="run.dir", inputs=inputs) as staging:
             staging.mkdir(parents=True)
             spark = wait_for_spark()
             spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab {cfg.collab.mode}")
+            restarts: list = []
             try:
-                result = _launch("training.collab:main", cfg, cfg, staging / "launch")
+                result = _launch("training.collab:main", cfg, cfg, staging / "launch", restarts)
             except LaunchError as exc:
+                _raise_storage_error(exc, f"run.dir {cfg.run.dir}", staging)
                 print(f"error: {exc}", file=sys.stderr)
                 raise _Failed() from None
             extra = {
                 "config": cfg.to_dict(),
                 "timings": {"wall_s": time.time() - t0, "train_s": result["train_s"]},
             }
+            if restarts:
+                from spark_jobs.restarts import restart_entries
+
+                extra["restarts"] = restart_entries(restarts)
             write_run(staging, result, extra)
+    # The driver writes a collab run's files, so the driver (not a rank) logs it when run.tracking asks.
+    tracking.log_finished_run(cfg, cfg.run.dir, result["history"], step_key(result), kind="collab")
     for line in progress_lines(result):
         print(line)
     print(f"{summary_line(result)}; results in {cfg.run.dir}")
     return 0
+
+
+def _raise_storage_error(exc: Exception, what: str, staging: Path) -> None:
+    """A rank that failed for a full disk or an unwritable output: one line instead of its traceback."""
+    storage = storage_error(exc, what, under=str(staging.parent)) or full_disk_error(staging.parent, what)
+    if storage is not None:
+        raise storage from exc
 
 
 class _Failed(Exception):
@@ -278,7 +332,8 @@ def _run_compare(args: argparse.Namespace) -> int:
             f"--clients {args.clients}: need at least launch.num_processes={base.launch.num_processes}"
         )
     t0 = time.time()
-    with staged_output(args.output, args.overwrite) as staging:
+    inputs = [args.config or DEFAULT_COMPARE_CONFIG, args.spark_defaults]
+    with staged_output(args.output, args.overwrite, inputs=inputs) as staging:
         staging.mkdir(parents=True)
         with job_session("spark-collab collab --compare", args):
             shards = _make_shards(args, staging / "shards")
@@ -291,6 +346,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                 try:
                     results = _launch("training.collab:main_many", cfgs, cfgs[0], staging / f"launch-{label}")
                 except LaunchError as exc:
+                    _raise_storage_error(exc, f"--output {args.output}", staging)
                     print(f"error: {exc}", file=sys.stderr)
                     raise _Failed() from None
                 timings[f"{label}_s"] = time.time() - t
@@ -323,6 +379,10 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    from spark_jobs.lm_collab import is_gpt_config, run_gpt_collab
+
+    if not args.compare and is_gpt_config(args.config, args.set):  # DiLoCo / FedAvg / codistillation of GPTs
+        return run_gpt_collab(args)
     try:
         return _run_compare(args) if args.compare else _run_one(args)
     except _Failed:

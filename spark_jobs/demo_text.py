@@ -1,10 +1,14 @@
-"""Deterministic Zipf-distributed text: the demo's embedded input and the benchmark corpus.
+"""Texts that need no download: the demo's real text, and deterministic Zipf text for benchmarks.
 
-Nothing is downloaded: words are built from syllables, drawn with Zipf frequencies (rank ``r`` has
-weight ``1 / (r + 2.7)``, as in Mandelbrot's fit of natural text), with a little capitalisation and
-punctuation so the ``whitespace`` and ``words`` tokenizers disagree the way they do on real prose.
-Lines hold 1-24 words (about 60 characters), with an occasional empty line between paragraphs.
-The same seed and size always give the same bytes.
+- :func:`demo_text`: the Python documentation topics that CPython ships for ``help()``
+  (``pydoc_data.topics``: about 465 KB of English prose and code, 79 topics), joined in the order
+  of their names. Every Python installation that has ``pydoc`` has it.
+- :func:`zipf_chunks` / :func:`write_zipf_corpus`: generated text of any size for the word-count
+  benchmark. Words are built from syllables, drawn with Zipf frequencies (rank ``r`` has weight
+  ``1 / (r + 2.7)``, as in Mandelbrot's fit of natural text), with a little capitalisation and
+  punctuation so the ``whitespace`` and ``words`` tokenizers disagree the way they do on real
+  prose. Lines hold 1-24 words (about 60 characters), with an occasional empty line between
+  paragraphs. The same seed and size always give the same bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from spark_jobs.errors import JobInputError
 
 _SYLLABLES = [
     "a", "e", "i", "o", "u", "ka", "to", "ri", "ne", "sa", "lo", "mi", "de", "po", "ru",
@@ -103,6 +109,17 @@ def write_zipf_corpus(path: Path, total_bytes: int, seed: int = 0) -> Path:
     return path
 
 
-def demo_text(total_bytes: int = 2_000_000, seed: int = 0) -> str:
-    """The demo's embedded input: about 2 MB of Zipf text."""
-    return b"".join(zipf_chunks(total_bytes, seed)).decode("utf-8")
+DEMO_TEXT_NAME = "python-docs-topics.txt"
+DEMO_TEXT_SOURCE = "the Python documentation topics shipped with CPython (pydoc_data.topics)"
+
+
+def demo_text() -> str:
+    """The demo's input: CPython's documentation topics, one after another, a blank line between."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as exc:  # some distributions split pydoc's data into another package
+        raise JobInputError(
+            "this Python has no pydoc_data.topics (CPython's help texts); install the full standard "
+            "library (e.g. Debian's libpython3-stdlib) or count your own text: spark-collab wordcount FILE"
+        ) from exc
+    return "\n\n".join(topics[name].strip("\n") for name in sorted(topics)) + "\n"

@@ -16,6 +16,16 @@ What plain ``TorchDistributor.run`` gets wrong (pyspark 4.3) and how this module
 - Nothing bounds a hang. Here the driver waits at most ``timeout_s`` and, once any rank has
   failed, at most ``failure_grace_s`` more for the others to stop; then it kills the launch's
   processes (tagged through an environment variable / pid files) and cancels the Spark job.
+  With ``stall_timeout_s``, a rank whose progress heartbeat (:mod:`contracts.heartbeat`) goes
+  quiet that long is named with its last step and its Python stacks (:mod:`launch_health`), and
+  the launch is stopped as :class:`RankStalled`.
+- Nothing restarts. Here ``max_restarts=N`` relaunches every rank after a failure (an exception,
+  a killed process, a stall, a lost Spark task), at most N times; ``prepare_restart`` turns the
+  config into the next attempt's (e.g. resume from the last checkpoint), and each restart is
+  printed and recorded as a :class:`RestartRecord`.
+- Ctrl-C or SIGTERM on the driver: the ranks run in a session of their own (so a terminal's
+  Ctrl-C reaches only the driver, not every rank with a traceback each), and the driver kills every
+  process of the launch before the interruption goes on to the command, which exits 130 or 143.
 
 The launch directory must be visible to the driver and every rank: always true in local mode and
 on a one-machine cluster; on a real cluster put it on a shared filesystem (``launch_dir=``).
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import faulthandler
 import importlib
 import os
 import pickle
@@ -51,7 +62,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from contracts.heartbeat import ATTEMPT_ENV, LAUNCH_DIR_ENV, read_beat, stack_path
+from spark_jobs.launch_health import SilentRank, collect_stacks, culprit, find_stalled
 
 LAUNCH_ID_ENV = "SPARK_COLLAB_LAUNCH_ID"
 TAIL_LINES = 25
@@ -76,6 +90,58 @@ class RankFailure(LaunchError):
         self.tail = tail
         self.abrupt = abrupt  # the rank left no traceback (os._exit, signal, OOM kill)
         super().__init__(f"rank {rank} failed: {summary}\n--- rank {rank} traceback (last lines) ---\n{tail}")
+
+
+class RankStalled(RankFailure):
+    """A rank made no progress for ``stall_timeout_s``; ``tail`` holds its Python stacks."""
+
+    def __init__(self, stalled: SilentRank, others: list[SilentRank], stall_timeout_s: float) -> None:
+        self.step = stalled.step
+        at = f"step {stalled.step}" if stalled.step is not None and stalled.step >= 0 else "start-up"
+        waiting = ", ".join(f"rank {o.rank} (step {o.step})" for o in others)
+        summary = (
+            f"made no progress for {stalled.silent_s:.0f}s (launch.stall_timeout_s={stall_timeout_s:g}), "
+            f"last at {at}; the launch was stopped"
+            + (f"; also silent, waiting on it: {waiting}" if waiting else "")
+        )
+        stack = (
+            stalled.stack.strip() or "(no stack: the rank runs on another machine or did not answer SIGUSR1)"
+        )
+        RuntimeError.__init__(
+            self,
+            f"rank {stalled.rank} stalled: {summary}\n--- rank {stalled.rank} Python stacks ---\n{stack}",
+        )
+        self.rank, self.tail, self.abrupt = stalled.rank, stack, False
+
+
+@dataclass(frozen=True)
+class RestartRecord:
+    """One restart: attempt ``attempt`` (1-based) failed because of ``rank`` (-1: unknown)."""
+
+    attempt: int
+    rank: int
+    kind: str  # "exception", "killed" (no traceback), "stalled", "launch" (Spark/torchrun trouble)
+    reason: str  # the failure's first line
+    last_step: int | None  # the failing rank's last heartbeat step
+    resume_step: int | None  # the step the next attempt resumes from (None: from the start)
+    failed_unix: float
+
+    def describe(self) -> str:
+        who = f"rank {self.rank}" if self.rank >= 0 else "the launch"
+        at = f" at step {self.last_step}" if self.last_step is not None and self.last_step >= 0 else ""
+        return f"attempt {self.attempt}: {who} {self.kind}{at} ({self.reason})"
+
+
+class RestartsExhausted(LaunchError):
+    """Every attempt failed; ``failures`` lists them all, ``last`` is the final attempt's error."""
+
+    def __init__(self, failures: list[RestartRecord], last: LaunchError) -> None:
+        self.failures = failures
+        self.last = last
+        listed = "; ".join(f.describe() for f in failures)
+        super().__init__(
+            f"{len(failures)} attempts failed (launch.max_restarts={len(failures) - 1}): {listed}\n{last}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,6 +182,8 @@ def _start_rank(launch_dir: Path) -> int:
     """
     rank = _rank()
     launch_dir.mkdir(parents=True, exist_ok=True)
+    os.environ[LAUNCH_DIR_ENV] = str(launch_dir)  # where training writes its progress heartbeat
+    _dump_stacks_on_request(launch_dir, rank)
     _atomic_write(_status_path(launch_dir, rank, "pid"), f"{os.getpid()} {socket.gethostname()}".encode())
 
     def on_term(signum: int, _frame: Any) -> None:
@@ -128,8 +196,23 @@ def _start_rank(launch_dir: Path) -> int:
         os._exit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_term)
+        # SIGINT too: a rank stopped by Ctrl-C records one line instead of printing a traceback.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_term)
     return rank
+
+
+_stack_file: BinaryIO | None = None  # kept open for faulthandler, which writes to its descriptor
+
+
+def _dump_stacks_on_request(launch_dir: Path, rank: int) -> None:
+    """On SIGUSR1 (sent by the driver to a stalled rank), write every thread's stack to a file."""
+    global _stack_file
+    if threading.current_thread() is not threading.main_thread():
+        return
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        _stack_file = stack_path(launch_dir, rank).open("wb")
+        faulthandler.register(signal.SIGUSR1, file=_stack_file, all_threads=True)
 
 
 def _exit_without_native_teardown() -> None:
@@ -338,8 +421,10 @@ def _kill_launch(launch_dir: Path, launch_id: str) -> None:
 # Started in place of TorchDistributor's `python -m pyspark.ml.torch.torch_run_process_wrapper`,
 # which spends ~0.5 s importing pyspark.ml only to watch its parent. This keeps the watch (the
 # kernel sends torchrun SIGTERM when the thread that started it exits, so a driver or Spark task
-# that dies takes its ranks with it) and then becomes torchrun. argv[1] is the starter's pid: if
-# it is already gone, nothing starts.
+# that dies takes its ranks with it) and then becomes torchrun, in a new session: a terminal's
+# Ctrl-C then reaches the driver alone, which stops the launch in order, rather than every rank
+# (each printing a KeyboardInterrupt traceback). argv[1] is the starter's pid: if it is already
+# gone, nothing starts.
 _TORCHRUN_EXEC = """\
 import ctypes, os, signal, sys
 try:
@@ -348,6 +433,7 @@ except (AttributeError, OSError):
     pass
 if os.getppid() != int(sys.argv[1]):
     sys.exit("torchrun not started: the process that launched it has exited")
+os.setsid()  # out of the terminal's process group: Ctrl-C goes to the driver, which stops the ranks
 os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", *sys.argv[2:]])
 """
 
@@ -395,6 +481,17 @@ def _pythonpath_for_ranks() -> contextlib.AbstractContextManager[None]:
     return _environ_set("PYTHONPATH", os.pathsep.join([*_extra_import_paths(), *([old] if old else [])]))
 
 
+def _omp_threads_for_ranks(per_node: int) -> contextlib.AbstractContextManager[None]:
+    """``OMP_NUM_THREADS=1`` for the ranks of a node with several, unless the user set it.
+
+    That is the value torchrun itself picks then (one thread per rank, so ranks do not fight over
+    the cores), but torchrun also prints a banner about it on every launch when it has to pick.
+    """
+    if "OMP_NUM_THREADS" in os.environ or per_node < 2:
+        return contextlib.nullcontext()
+    return _environ_set("OMP_NUM_THREADS", "1")
+
+
 @dataclass(frozen=True)
 class _TorchrunStarter:
     """TorchDistributor's ``run_pytorch_file_fn`` hook: how each node starts its torchrun.
@@ -416,6 +513,7 @@ class _TorchrunStarter:
     launch_dir: str
     rank_args: tuple[str, ...]
     payload: bytes | None = None
+    attempt: int = 0  # of a restarting launch; the ranks read it (fault injection fires per attempt)
 
     def __call__(self, input_params: dict[str, Any], module: str, *_: Any, **__: Any) -> Any:
         from pyspark.ml.torch.distributor import TorchDistributor
@@ -440,7 +538,13 @@ class _TorchrunStarter:
             str(launch_dir),
             *self.rank_args,
         ]
-        with _pythonpath_for_ranks():
+        # The attempt is set here, not only on the driver: in distributed mode this runs in a Spark
+        # task, whose environment is the executor's.
+        with (
+            _pythonpath_for_ranks(),
+            _omp_threads_for_ranks(per_node),
+            _environ_set(ATTEMPT_ENV, str(self.attempt)),
+        ):
             TorchDistributor._execute_command(
                 command, log_streaming_client=input_params.get("log_streaming_client")
             )
@@ -478,8 +582,13 @@ def _run_bounded(
     timeout_s: float,
     failure_grace_s: float,
     local_mode: bool,
+    stall_timeout_s: float = 0,
 ) -> Any:
-    """Run ``run()`` (a TorchDistributor call) in a thread; return rank 0's result or raise."""
+    """Run ``run()`` (a TorchDistributor call) in a thread; return rank 0's result or raise.
+
+    Whatever ends the wait (a result, a failure, a timeout, a stall, or an interruption of the
+    driver such as Ctrl-C), no process of the launch outlives this function.
+    """
     from pyspark import SparkContext
 
     sc = SparkContext._active_spark_context
@@ -497,29 +606,45 @@ def _run_bounded(
         finally:
             outcome.done = True
 
+    def stop_launch() -> None:
+        _kill_launch(launch_dir, launch_id)
+        if sc is not None and not local_mode:  # local mode runs no Spark job to cancel
+            with contextlib.suppress(Exception):
+                sc.cancelJobGroup(group)
+
     thread = threading.Thread(target=target, name=group, daemon=True)
     start = time.monotonic()
     timed_out = False
+    stalled: RankStalled | None = None
     first_failure: float | None = None
     # Local-mode torchrun inherits os.environ: the tag lets the kill path find every process of
     # this launch (guard/torchrun agent, ranks) and nothing else.
     with _environ_set(LAUNCH_ID_ENV, launch_id):
         thread.start()
-        while not outcome.done:
-            thread.join(0.2)
-            now = time.monotonic()
-            if first_failure is None and any(launch_dir.glob("rank-*.error")):
-                first_failure = now
-            if now - start > timeout_s or (
-                first_failure is not None and now - first_failure > failure_grace_s
-            ):
-                timed_out = now - start > timeout_s
-                _kill_launch(launch_dir, launch_id)
-                if sc is not None and not local_mode:  # local mode runs no Spark job to cancel
-                    sc.cancelJobGroup(group)
-                thread.join(30)
-                break
+        try:
+            while not outcome.done:
+                thread.join(0.2)
+                now = time.monotonic()
+                if first_failure is None and any(launch_dir.glob("rank-*.error")):
+                    first_failure = now
+                if stall_timeout_s and first_failure is None:
+                    stalled = _stalled(launch_dir, stall_timeout_s)
+                if (
+                    now - start > timeout_s
+                    or stalled is not None
+                    or (first_failure is not None and now - first_failure > failure_grace_s)
+                ):
+                    timed_out = now - start > timeout_s
+                    stop_launch()
+                    thread.join(30)
+                    break
+        except BaseException:
+            # Ctrl-C / SIGTERM on the driver (or any other escape): take the ranks down with us.
+            stop_launch()
+            raise
 
+    if stalled is not None:
+        raise stalled
     failure = diagnose(launch_dir, num_processes)
     # After a timeout our own SIGKILLs make every rank look "silent": only a real exception counts.
     if failure is not None and not (timed_out and failure.abrupt):
@@ -548,6 +673,27 @@ def _run_bounded(
     return outcome.result
 
 
+def _stalled(launch_dir: Path, stall_timeout_s: float) -> RankStalled | None:
+    """A :class:`RankStalled` naming the rank to blame, with stacks, when ranks went silent."""
+    done = _ranks_with(launch_dir, "ok") | _ranks_with(launch_dir, "error")
+    silent = find_stalled(launch_dir, stall_timeout_s, done)
+    if not silent:
+        return None
+    silent = collect_stacks(launch_dir, silent)
+    blamed = culprit(silent)
+    return RankStalled(blamed, [r for r in silent if r is not blamed], stall_timeout_s)
+
+
+def _last_steps(launch_dir: Path) -> dict[int, int]:
+    """Each rank's last heartbeat step in ``launch_dir``."""
+    steps = {}
+    for path in launch_dir.glob("rank-*.beat"):
+        beat = read_beat(path)
+        if beat is not None:
+            steps[beat.rank] = beat.step
+    return steps
+
+
 def _bounded_launch(
     rank_args: tuple[str, ...],
     payload: bytes | None,
@@ -557,9 +703,15 @@ def _bounded_launch(
     use_gpu: bool,
     timeout_s: float,
     failure_grace_s: float,
+    stall_timeout_s: float = 0,
+    attempt: int = 0,
 ) -> Any:
     """Make the launch directory, run TorchDistributor with a :class:`_TorchrunStarter` for
-    ``rank_args`` (and ``payload``) bounded, clean up a temporary directory."""
+    ``rank_args`` (and ``payload``) bounded, clean up a temporary directory.
+
+    A :class:`LaunchError` raised here carries ``last_steps`` (rank -> last heartbeat step), read
+    before a temporary launch directory goes away.
+    """
     temporary = launch_dir is None
     if temporary:
         path = Path(tempfile.mkdtemp(prefix="spark-collab-launch-"))
@@ -570,13 +722,93 @@ def _bounded_launch(
         path.mkdir(parents=True)
     try:
         distributor = _make_distributor(num_processes, local_mode, use_gpu)
-        starter = _TorchrunStarter(str(path), rank_args, payload)
+        starter = _TorchrunStarter(str(path), rank_args, payload, attempt)
         return _run_bounded(
-            lambda: _start(distributor, starter), path, num_processes, timeout_s, failure_grace_s, local_mode
+            lambda: _start(distributor, starter),
+            path,
+            num_processes,
+            timeout_s,
+            failure_grace_s,
+            local_mode,
+            stall_timeout_s,
         )
+    except LaunchError as exc:
+        exc.last_steps = _last_steps(path)  # type: ignore[attr-defined]
+        raise
     finally:
         if temporary:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _restart_record(attempt: int, exc: LaunchError, resume_step: int | None) -> RestartRecord:
+    """What to print and record about the failure that ended attempt ``attempt`` (1-based)."""
+    rank = exc.rank if isinstance(exc, RankFailure) else -1
+    if isinstance(exc, RankStalled):
+        kind = "stalled"
+    elif isinstance(exc, RankFailure):
+        kind = "killed" if exc.abrupt else "failed"
+    else:
+        kind = "launch failed"
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = first_line.removeprefix(f"rank {rank} failed: ").removeprefix(f"rank {rank} stalled: ")
+    steps: dict[int, int] = getattr(exc, "last_steps", {})
+    return RestartRecord(
+        attempt=attempt,
+        rank=rank,
+        kind=kind,
+        reason=reason,
+        last_step=steps.get(rank),
+        resume_step=resume_step,
+        failed_unix=time.time(),
+    )
+
+
+def _with_restarts(
+    attempt_fn: Callable[[int, float], Any],
+    timeout_s: float,
+    max_restarts: int,
+    before_restart: Callable[[], int | None],
+    restarts: list[RestartRecord] | None,
+) -> Any:
+    """``attempt_fn(attempt, seconds_left)`` until it succeeds, at most ``1 + max_restarts`` times.
+
+    A timeout of the whole launch is final (``timeout_s`` bounds all attempts together); any other
+    :class:`LaunchError` restarts while restarts remain. ``before_restart`` prepares the next
+    attempt and returns the step it resumes from.
+    """
+    deadline = time.monotonic() + timeout_s
+    records: list[RestartRecord] = restarts if restarts is not None else []
+    for attempt in range(max_restarts + 1):
+        left = deadline - time.monotonic()
+        try:
+            return attempt_fn(attempt, left)
+        except LaunchTimeout as exc:
+            if attempt == 0:
+                raise
+            raise LaunchTimeout(
+                f"launch did not finish within launch.timeout_s={timeout_s:g}s over {attempt + 1} attempts "
+                f"({len(records)} restarts); its processes were stopped (raise launch.timeout_s if the job "
+                "is just slow)"
+            ) from exc
+        except LaunchError as exc:
+            if max_restarts == 0:
+                raise
+            resume_step = before_restart() if attempt < max_restarts else None
+            record = _restart_record(attempt + 1, exc, resume_step)
+            records.append(record)
+            if attempt == max_restarts:
+                raise RestartsExhausted(records, exc) from exc
+            start = f"step {resume_step}" if resume_step is not None else "the start"
+            # The failure's details (traceback, or a stalled rank's stacks) first: a restart that
+            # succeeds leaves no other trace of them.
+            details = "\n".join(str(exc).splitlines()[1:])
+            print(
+                (f"{details}\n" if details else "")
+                + f"restart {attempt + 1}/{max_restarts}: {record.describe()}; relaunching every rank from {start}",
+                file=sys.stderr,
+                flush=True,
+            )
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def launch(
@@ -589,6 +821,10 @@ def launch(
     *,
     launch_dir: str | Path | None = None,
     failure_grace_s: float = 20.0,
+    stall_timeout_s: float = 0,
+    max_restarts: int = 0,
+    prepare_restart: Callable[[Any], tuple[Any, int | None]] | None = None,
+    restarts: list[RestartRecord] | None = None,
 ) -> Any:
     """Run ``fn(config)`` on ``num_processes`` torch ranks through TorchDistributor.
 
@@ -599,9 +835,15 @@ def launch(
     SparkSession is required.
 
     Returns rank 0's result. Raises :class:`RankFailure` (with ``.rank``) when any rank fails,
-    :class:`LaunchTimeout` after ``timeout_s``, :class:`LaunchError` for other launch trouble.
-    ``launch_dir`` (default: a fresh temporary directory, removed afterwards) receives the per-rank
-    status files; an existing one is emptied first.
+    :class:`RankStalled` when one makes no progress for ``stall_timeout_s`` (0: not watched),
+    :class:`LaunchTimeout` after ``timeout_s`` (all attempts together), :class:`LaunchError` for
+    other launch trouble. ``launch_dir`` (default: a fresh temporary directory, removed afterwards)
+    receives the per-rank status files; an existing one is emptied first.
+
+    ``max_restarts``: after a failure other than the timeout, relaunch every rank, at most this
+    often; ``prepare_restart(config)`` returns the next attempt's config and the step it resumes
+    from (e.g. the config with resume switched on and the last checkpoint's step). Each restart is
+    printed and appended to ``restarts``; when none remain, :class:`RestartsExhausted` names them all.
     """
     if num_processes < 1:
         raise ValueError("num_processes must be >= 1")
@@ -609,19 +851,32 @@ def launch(
 
     if isinstance(fn, str):
         _split_reference(fn)  # a malformed reference fails here, not on every rank
-    # cloudpickle, so that functions defined in __main__ or notebooks work too; a module-level
-    # function still pickles by reference, which plain pickle loads without pyspark.
-    payload = cloudpickle.dumps((fn, config))
-    return _bounded_launch(
-        ("--call",),
-        payload,
-        launch_dir,
-        num_processes,
-        local_mode,
-        use_gpu,
-        timeout_s,
-        failure_grace_s,
-    )
+    current = [config]
+
+    def attempt(number: int, seconds_left: float) -> Any:
+        # cloudpickle, so that functions defined in __main__ or notebooks work too; a module-level
+        # function still pickles by reference, which plain pickle loads without pyspark.
+        payload = cloudpickle.dumps((fn, current[0]))
+        return _bounded_launch(
+            ("--call",),
+            payload,
+            launch_dir,
+            num_processes,
+            local_mode,
+            use_gpu,
+            seconds_left,
+            failure_grace_s,
+            stall_timeout_s,
+            number,
+        )
+
+    def before_restart() -> int | None:
+        if prepare_restart is None:
+            return None
+        current[0], resume_step = prepare_restart(current[0])
+        return resume_step
+
+    return _with_restarts(attempt, timeout_s, max_restarts, before_restart, restarts)
 
 
 def launch_script(
@@ -634,21 +889,34 @@ def launch_script(
     *,
     launch_dir: str | Path | None = None,
     failure_grace_s: float = 20.0,
+    stall_timeout_s: float = 0,
+    max_restarts: int = 0,
+    restarts: list[RestartRecord] | None = None,
 ) -> None:
-    """Run a Python script on every rank (as ``torchrun SCRIPT ARGS`` would); raise like :func:`launch`."""
+    """Run a Python script on every rank (as ``torchrun SCRIPT ARGS`` would); raise like :func:`launch`.
+
+    A restarted script gets the same arguments; it finds its attempt number in the environment
+    variable ``SPARK_COLLAB_ATTEMPT`` (0 first) and should resume from its own checkpoints.
+    """
     script_path = Path(script).expanduser().absolute()
     if not script_path.is_file():
         raise ValueError(f"{script_path}: script not found")
-    _bounded_launch(
-        (str(script_path), *map(str, args)),
-        None,
-        launch_dir,
-        num_processes,
-        local_mode,
-        use_gpu,
-        timeout_s,
-        failure_grace_s,
-    )
+
+    def attempt(number: int, seconds_left: float) -> None:
+        _bounded_launch(
+            (str(script_path), *map(str, args)),
+            None,
+            launch_dir,
+            num_processes,
+            local_mode,
+            use_gpu,
+            seconds_left,
+            failure_grace_s,
+            stall_timeout_s,
+            number,
+        )
+
+    _with_restarts(attempt, timeout_s, max_restarts, lambda: None, restarts)
 
 
 if __name__ == "__main__":

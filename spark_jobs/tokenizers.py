@@ -1,5 +1,7 @@
 """Tokenizers for the word count: exact, documented, and usable on one line or a block of lines.
 
+The splitting itself is defined in :mod:`contracts.wordsplit`; this module adds line decoding.
+
 Every tokenizer is defined on a single line of text (no line terminator). Because each of them
 treats ``\\n`` as a separator and never lets a token span it, tokenizing a block of lines joined
 with ``\\n`` gives exactly the tokens of the lines one by one; the Spark engines rely on that to
@@ -18,85 +20,31 @@ so a BOM is never part of a word.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from functools import lru_cache
 
-BOM = "\ufeff"
-TOKENIZERS = ("whitespace", "words", "cjk")
+# The splitters live in contracts.wordsplit so that code without pyspark (the rank side, text
+# generation) splits words exactly as the word count does; they are re-exported here unchanged.
+from contracts.wordsplit import (
+    BOM,
+    TOKENIZERS,
+    cjk_tokens,
+    get_tokenizer,
+    strip_line_boms,
+    whitespace_tokens,
+    words_tokens,
+)
 
-_WORD = re.compile(r"\w+")
-# Han ideographs: CJK Unified Ideographs, Extension A, compatibility ideographs and the
-# supplementary-plane extensions (B and later).
-_HAN_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-_HAN_RUN = re.compile(f"[{_HAN_CLASS}]+")
-_HAS_HAN = re.compile(f"[{_HAN_CLASS}]")
-_HAN_OR_OTHER = re.compile(f"[{_HAN_CLASS}]+|[^{_HAN_CLASS}]+")
+__all__ = [
+    "BOM",
+    "TOKENIZERS",
+    "cjk_tokens",
+    "decode_lines",
+    "get_tokenizer",
+    "strip_line_boms",
+    "whitespace_tokens",
+    "words_tokens",
+]
 
-
-_LINE_START_BOM = re.compile("(?:^|(?<=[\r\n]))\ufeff")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-def strip_line_boms(text: str) -> str:
-    """Drop one U+FEFF at the start of ``text`` and at every line start (after LF or CR)."""
-    if BOM not in text:
-        return text
-    return _LINE_START_BOM.sub("", text)
-
-
-def whitespace_tokens(text: str) -> list[str]:
-    """``str.split()`` semantics."""
-    return strip_line_boms(text).split()
-
-
-def words_tokens(text: str) -> list[str]:
-    """``re.findall(r"\\w+", text.lower())`` semantics."""
-    # U+FEFF is not \w, so a BOM can never end up inside a token here.
-    return _WORD.findall(text.lower())
-
-
-@lru_cache(maxsize=1)
-def _jieba() -> Callable[[str], list[str]]:
-    import rjieba  # imported lazily: loading the dictionary takes ~0.3 s, only cjk needs it
-
-    return rjieba.cut
-
-
-def _segment_word(word: str) -> Iterable[str]:
-    if not _HAS_HAN.search(word):
-        return (word,)
-    cut = _jieba()
-    pieces: list[str] = []
-    for run in _HAN_OR_OTHER.findall(word):
-        if _HAN_RUN.fullmatch(run):
-            # rjieba only ever sees Han text here, so every piece is a run of Han characters.
-            pieces.extend(p for p in cut(run) if p)
-        else:
-            pieces.append(run)
-    return pieces
-
-
-def cjk_tokens(text: str) -> list[str]:
-    """``words``, with Han runs segmented by rjieba."""
-    tokens: list[str] = []
-    for word in _WORD.findall(text.lower()):
-        tokens.extend(_segment_word(word))
-    return tokens
-
-
-_BY_NAME: dict[str, Callable[[str], list[str]]] = {
-    "whitespace": whitespace_tokens,
-    "words": words_tokens,
-    "cjk": cjk_tokens,
-}
-
-
-def get_tokenizer(name: str) -> Callable[[str], list[str]]:
-    """The tokenizer called ``name`` (one of :data:`TOKENIZERS`)."""
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise ValueError(f"unknown tokenizer {name!r}; choose one of: {', '.join(TOKENIZERS)}") from None
 
 
 def decode_lines(blob: bytes) -> tuple[str, int]:

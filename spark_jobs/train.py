@@ -20,16 +20,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spark_jobs.cli import HelpFormatter, add_config_arguments, run_cli, with_absolute_paths
-from spark_jobs.errors import JobInputError
+from contracts.rundir import RESULT
+from spark_jobs.cli import (
+    HelpFormatter,
+    add_config_arguments,
+    check_run_dir_overlap,
+    run_cli,
+    with_absolute_paths,
+)
+from spark_jobs.errors import JobInputError, full_disk_error, storage_error
+from spark_jobs.locks import output_lock
+from spark_jobs.output import check_writable
+from spark_jobs.preflight import check_model_fits, check_test_matches_train
 from spark_jobs.session import add_spark_arguments, job_session_in_background
+from spark_jobs.wording import plural
 
 if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
     from training.config import TrainConfig
 
 # What a run directory may hold; --overwrite removes exactly these (never anything else).
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json", "curves.png")
-RUN_DIRS = ("launch",)
+RUN_DIRS = ("launch", "checkpoints")
 EXIT_RANK_FAILURE = 1
 
 
@@ -70,28 +83,40 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise JobInputError(str(exc)) from None
 
 
+def _is_gpt(cfg: TrainConfig) -> bool:
+    """A language-model config (training.lm_config): token shards, trained by training.lm_loop."""
+    return cfg.model.name == "gpt"
+
+
 def _check_inputs(cfg: TrainConfig, overwrite: bool) -> tuple[TrainConfig, list[str]]:
     """The files on disk, checked before Spark starts or torch is imported, so that a wrong path is
     reported at once. Returns cfg with absolute paths, and what an earlier run left in run.dir (to
     be removed with --overwrite once the whole config is valid)."""
-    from training.manifest import read_manifest
+    from contracts.manifest import Manifest
 
     # Ranks may run with another working directory (distributed mode): pass absolute paths.
     cfg = with_absolute_paths(cfg)
     if not cfg.data.shards:
         return cfg, []  # _validate names the key and what to set
     try:
-        manifest = read_manifest(cfg.data.shards)
-        if cfg.data.test:
-            read_manifest(cfg.data.test)
+        manifest = Manifest.read(cfg.data.shards, kind="tokens" if _is_gpt(cfg) else "images")
+        if getattr(cfg.data, "test", ""):
+            check_test_matches_train(cfg, manifest, Manifest.read(cfg.data.test, kind="images"))
     except ValueError as exc:
         raise JobInputError(f"data.shards/data.test: {exc}") from None
-    n = len(manifest["splits"].get(cfg.data.train_split, {}).get("shards", []))
-    if n < cfg.launch.num_processes:
+    n = manifest.num_shards(cfg.data.train_split)
+    if n == 0:
         raise JobInputError(
-            f"data.shards: {cfg.data.shards} has {n} {cfg.data.train_split!r} shards for "
+            f"data.shards: {cfg.data.shards} has no {cfg.data.train_split!r} rows to train on; re-shard it "
+            f"with a {cfg.data.train_split} split, e.g. --split train=0.8,val=0.1,test=0.1"
+        )
+    # (With launch.num_processes="auto" this check runs again once the number is known.)
+    wanted = cfg.launch.num_processes
+    if isinstance(wanted, int) and n < wanted and not _is_gpt(cfg):  # GPT ranks sample from every shard
+        raise JobInputError(
+            f"data.shards: {cfg.data.shards} has {plural(n, 'shard')} in {cfg.data.train_split!r} for "
             f"launch.num_processes={cfg.launch.num_processes}; re-shard with --shards "
-            f"{cfg.launch.num_processes} or --set launch.num_processes={max(n, 1)}"
+            f"{cfg.launch.num_processes} or --set launch.num_processes={n}"
         )
     run_dir = Path(cfg.run.dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -107,12 +132,40 @@ def _check_inputs(cfg: TrainConfig, overwrite: bool) -> tuple[TrainConfig, list[
     return cfg, earlier
 
 
+def _check_model(cfg: TrainConfig) -> None:
+    """The model fits the data and, with run.resume, the checkpoint (imports torch: after _validate)."""
+    from contracts.manifest import Manifest
+
+    if _is_gpt(cfg):
+        return  # the vocabulary size is read from the token shards' manifest
+    if cfg.collab is not None:
+        raise JobInputError(
+            "[collab]: `spark-collab train` does not read this section; run the config with "
+            "`spark-collab collab`, or remove the section"
+        )
+    check_model_fits(cfg, Manifest.read(cfg.data.shards, kind="images"))
+
+
 def _remove_earlier_run(run_dir: Path, names: list[str]) -> None:
     import shutil
 
     for name in names:
         target = run_dir / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
+def _with_offered_processes(cfg: TrainConfig, spark: SparkSession) -> TrainConfig:
+    """``cfg`` with ``launch.num_processes="auto"`` replaced by what Spark offers (spark_jobs/resources.py)."""
+    import dataclasses
+
+    from spark_jobs.resources import offered_processes
+
+    n = offered_processes(spark, cfg.launch.local_mode, cfg.launch.use_gpu)
+    where = "GPUs" if cfg.launch.use_gpu else "task slots"
+    print(
+        f"launch.num_processes=auto: {n} ranks ({where} offered by {spark.sparkContext.master})", flush=True
+    )
+    return dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, num_processes=n))
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -123,29 +176,57 @@ def _run(argv: Sequence[str] | None) -> int:
 
         print(describe(_load(args)))
         return 0
-    from spark_jobs.launcher import LaunchError, launch
+    from spark_jobs.launcher import LaunchError, RestartRecord, launch
+    from spark_jobs.restarts import record_restarts, resume_from_checkpoint
 
     cfg, earlier = _check_inputs(_load(args, check=False), args.overwrite)
     # The JVM starts while the rest of the config is checked (which imports torch).
     with job_session_in_background("spark-collab train", args) as wait_for_spark:
+        if cfg.launch.num_processes == "auto":  # needs Spark: what it offers decides
+            cfg, _ = _check_inputs(_with_offered_processes(cfg, wait_for_spark()), args.overwrite)
         cfg = _validate(cfg)
+        _check_model(cfg)
         _remove_earlier_run(Path(cfg.run.dir), earlier)
         spark = wait_for_spark()
         spark.sparkContext.setLocalProperty("callSite.short", "spark-collab train")
+        if cfg.launch.use_gpu:
+            from spark_jobs.resources import check_gpus_offered
+
+            check_gpus_offered(spark, cfg.launch.local_mode)
+        restarts: list[RestartRecord] = []
         try:
             result = launch(
-                "training.loop:train",  # imported by the ranks only
+                # Imported by the ranks only.
+                "training.lm_loop:train" if _is_gpt(cfg) else "training.loop:train",
                 cfg,
                 num_processes=cfg.launch.num_processes,
                 local_mode=cfg.launch.local_mode,
                 use_gpu=cfg.launch.use_gpu,
                 timeout_s=cfg.launch.timeout_s,
                 launch_dir=Path(cfg.run.dir) / "launch",
+                stall_timeout_s=cfg.launch.stall_timeout_s,
+                max_restarts=cfg.launch.max_restarts,
+                prepare_restart=resume_from_checkpoint,
+                restarts=restarts,
             )
         except LaunchError as exc:
+            what = f"run.dir {cfg.run.dir}"
+            storage = storage_error(exc, what, under=cfg.run.dir) or full_disk_error(cfg.run.dir, what)
+            if storage is not None:  # a full disk or unwritable run.dir: one line, not rank tracebacks
+                raise storage from exc
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_RANK_FAILURE
+        if restarts:
+            record_restarts(cfg.run.dir, restarts)
+            result["restarts"] = restarts
     first = result["timings"].get("first_step_unix")
+    if _is_gpt(cfg):
+        print(
+            f"done: gpt {result['strategy']} x{result['world_size']} best_val_loss={result['best_val_loss']} "
+            f"tokens/s={result.get('tokens_per_s') or 0:.0f} mfu={result.get('mfu') or 0:.4f} "
+            f"start->first step {((first or time.time()) - t_start):.1f}s; results in {cfg.run.dir}"
+        )
+        return 0
     test = result.get("test_accuracy")
     print(
         f"done: {result['model']} {result['strategy']} x{result['world_size']} "
@@ -156,8 +237,24 @@ def _run(argv: Sequence[str] | None) -> int:
     return 0
 
 
+def _run_holding_run_dir(argv: Sequence[str] | None) -> int:
+    """:func:`_run` with ``run.dir`` locked for the whole command (spark_jobs/locks.py), so two runs
+    can never both pass the check for an earlier run; a run.dir overlapping the inputs is refused first."""
+    args = build_parser().parse_args(argv)
+    if args.describe:
+        return _run(argv)
+    cfg = with_absolute_paths(_load(args, check=False))
+    check_run_dir_overlap(cfg, args)
+    if not cfg.run.dir:
+        return _run(argv)  # validation names the key
+    run_dir = Path(cfg.run.dir)
+    with output_lock(run_dir, flag="run.dir"):
+        check_writable(run_dir / RESULT if run_dir.is_dir() else run_dir, flag="run.dir")
+        return _run(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_run, argv)
+    return run_cli(_run_holding_run_dir, argv)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING
 
 from spark_jobs.cli import HelpFormatter, run_cli
 from spark_jobs.errors import JobInputError
-from spark_jobs.output import check_output, staged_output
+from spark_jobs.locks import output_lock
+from spark_jobs.output import check_no_overlap, check_output, local_path, staged_output
 from spark_jobs.session import add_spark_arguments, job_session
 from spark_jobs.tokenizers import TOKENIZERS, decode_lines, get_tokenizer
 
@@ -302,7 +303,7 @@ def run_wordcount(
         F.sum(F.when(F.col("word").isNotNull(), F.col("count"))).alias("tokens"),
         F.count(F.col("word")).alias("distinct"),
     )
-    with staged_output(output, overwrite) as staging:
+    with staged_output(output, overwrite, inputs=files) as staging:
         table = counted.where(F.col("word").isNotNull() & (F.col("count") >= min_count))
         writer = table.write.mode("error")
         if fmt == "csv":
@@ -343,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, help="output directory (word, count)")
     parser.add_argument(
-        "--demo", action="store_true", help="count the embedded demo text (2 MB of generated Zipf text)"
+        "--demo",
+        action="store_true",
+        help="count the Python documentation text that CPython ships (pydoc_data.topics)",
     )
     parser.add_argument("--tokenizer", choices=TOKENIZERS, default="words", help="how lines become words")
     parser.add_argument("--engine", choices=ENGINES, default="arrow", help="how the count runs on Spark")
@@ -374,20 +377,27 @@ def _print_result(result: WordCountResult, args: argparse.Namespace, startup: fl
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.top < 0 or args.min_count < 1:
-        raise JobInputError("--top must be >= 0 and --min-count >= 1")
+    if args.top < 0:
+        raise JobInputError(f"--top {args.top}: must be >= 0 (0 prints no words)")
+    if args.min_count < 1:
+        raise JobInputError(f"--min-count {args.min_count}: must be >= 1 (1 keeps every word)")
     if args.demo and args.inputs:
         raise JobInputError("--demo counts the embedded text; drop the INPUT paths or drop --demo")
-    check_output(args.output, args.overwrite)
-    with tempfile.TemporaryDirectory(prefix="wordcount-demo-") as demo_dir:
+    files = [] if args.demo else resolve_inputs(args.inputs)
+    check_no_overlap(args.output, [*args.inputs, args.spark_defaults])
+    # The lock is held from the existence check until the result is in place (staged_output
+    # takes it again, nested), so two jobs can never both pass the check and replace each other.
+    with (
+        output_lock(local_path(args.output)),
+        tempfile.TemporaryDirectory(prefix="wordcount-demo-") as demo_dir,
+    ):
+        check_output(args.output, args.overwrite)
         if args.demo:
             from spark_jobs.demo_text import demo_text
 
             demo_file = Path(demo_dir) / "demo.txt"
             demo_file.write_text(demo_text(), encoding="utf-8")
             files = [str(demo_file)]
-        else:
-            files = resolve_inputs(args.inputs)
         started = time.perf_counter()
         with job_session("spark-collab wordcount", args) as spark:
             startup = time.perf_counter() - started

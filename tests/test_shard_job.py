@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import spark_args
 
 from spark_jobs import shard
-from tests.conftest import spark_args
 from training.data import load_shard
 
 

@@ -139,7 +139,9 @@ def test_table_source_errors(spark, tmp_path: Path) -> None:
         load_dataframe(spark, parse_source(f"csv:{nan}"), TableOptions())
     neg = tmp_path / "neg.csv"
     neg.write_text("x,label\n1.0,0\n2.0,-1\n")
-    with pytest.raises(JobInputError, match=re.escape("label -1 is out of range")):
+    with pytest.raises(
+        JobInputError, match=re.escape("label -1 in column 'label' at row id 1: labels must be >= 0")
+    ):
         load_dataframe(spark, parse_source(f"csv:{neg}"), TableOptions())
     ok = tmp_path / "ok.csv"
     ok.write_text("x,label\n1.0,0\n2.0,1\n")

@@ -17,9 +17,9 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 import rjieba
+from conftest import REPO_ROOT, spark_args
 
 from spark_jobs import wordcount
-from tests.conftest import REPO_ROOT, spark_args
 
 # ------------------------------------------------------------------ reference (independent of the job)
 

@@ -24,10 +24,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from contracts.manifest import Manifest
 from training.aggregate import proximal_term, select_clients
 from training.config import TrainConfig
 from training.data import ShardData, iter_batches, load_shard, num_shards
 from training.dist import DistContext, all_gather_objects, all_reduce_min_int, barrier, distributed
+from training.faults import maybe_fail
 from training.fusion import (
     accuracy,
     average_parameters,
@@ -36,6 +38,7 @@ from training.fusion import (
     init_fingerprint,
     mean_pairwise_kl,
 )
+from training.inference import peer_models_document
 from training.loop import build_optimizer, concat_shards
 from training.models import build_model
 
@@ -159,6 +162,20 @@ def _check_world(cfg: TrainConfig, ctx: DistContext) -> None:
         )
 
 
+class FaultClock:
+    """This rank's optimizer steps, counted across epochs, rounds and hosted clients, so that
+    ``[fault]`` fires at the same kind of step as in data-parallel training."""
+
+    def __init__(self, cfg: TrainConfig, ctx: DistContext) -> None:
+        self.fault = cfg.fault
+        self.rank = ctx.global_rank
+        self.step = 0
+
+    def before_step(self) -> None:
+        maybe_fail(self.fault, self.rank, self.step)
+        self.step += 1
+
+
 def _first_reaching(history: list[dict[str, Any]], key: str, index: str, target: float) -> int | None:
     if target <= 0:
         return None
@@ -188,6 +205,7 @@ def run_dml(
     model = make_model(cfg, name, train, peer_seed(cfg, ctx.global_rank), ctx.device)
     fingerprint = init_fingerprint(model.state_dict())
     opt, sched = make_optimizer(model, cfg)
+    clock = FaultClock(cfg, ctx)
     batch, cap = cfg.train.batch_size, cfg.train.max_steps_per_epoch
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -198,6 +216,7 @@ def run_dml(
         for step, (x, y) in enumerate(batches):
             if cap and step >= cap:
                 break
+            clock.before_step()
             x, y = x.to(ctx.device), y.to(ctx.device)
             logits = model(x)
             loss, ce, kl = dml_loss(logits, _gather_logits(logits, ctx), y, c.weight, c.temperature)
@@ -268,6 +287,7 @@ def local_update(
     client: int,
     round_index: int,
     device: torch.device,
+    clock: FaultClock | None = None,
 ) -> tuple[nn.Module, float]:
     """E local epochs of batch B on one client's shard from the global model; (model, mean loss).
 
@@ -290,6 +310,8 @@ def local_update(
         ):
             if cfg.train.max_steps_per_epoch and step >= cfg.train.max_steps_per_epoch:
                 break
+            if clock is not None:
+                clock.before_step()
             x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(local(x), y)
             if c.mu > 0:
@@ -355,6 +377,7 @@ def run_fedavg(
     any_data = next(iter(clients.values())) if clients else test
     global_model = make_model(cfg, cfg.model.name, any_data, cfg.train.seed, ctx.device)
     _broadcast_model(global_model, ctx)
+    clock = FaultClock(cfg, ctx)
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for rnd in range(c.rounds):
@@ -362,7 +385,7 @@ def run_fedavg(
         mine = [k for k in selected if k in clients]
         locals_, counts, losses, probs = [], [], [], []
         for k in mine:
-            local, loss = local_update(global_model, clients[k], cfg, k, rnd, ctx.device)
+            local, loss = local_update(global_model, clients[k], cfg, k, rnd, ctx.device, clock)
             locals_.append(local)
             counts.append(len(clients[k]))
             losses.append(loss)
@@ -387,6 +410,7 @@ def run_local_sgd(
     model = make_model(cfg, cfg.model.name, data, cfg.train.seed, ctx.device)
     _broadcast_model(model, ctx)
     opt, sched = make_optimizer(model, cfg)
+    clock = FaultClock(cfg, ctx)
     seed = client_shuffle_seed(cfg.train.seed, ctx.global_rank)
     steps_per_epoch = -(-len(data) // cfg.train.batch_size)
     if cfg.train.max_steps_per_epoch:
@@ -399,6 +423,7 @@ def run_local_sgd(
     for rnd in range(c.rounds):
         total = 0.0
         for _ in range(per_round):
+            clock.before_step()
             x, y = next(stream)
             loss = F.cross_entropy(model(x.to(ctx.device)), y.to(ctx.device))
             opt.zero_grad(set_to_none=True)
@@ -498,8 +523,11 @@ def load_test(cfg: TrainConfig) -> ShardData:
     return load_shard(source, cfg.data.test_split, None)
 
 
-def run(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
-    """Load this rank's data for ``collab.mode`` and run it inside an existing process group."""
+def run(cfg: TrainConfig, ctx: DistContext, *, keep_state: bool = False) -> dict[str, Any]:
+    """Load this rank's data for ``collab.mode`` and run it inside an existing process group.
+
+    ``keep_state``: the result also holds this rank's final parameters (``state``).
+    """
     c = cfg.collab
     if c is None:
         raise ValueError("[collab] section missing: collaborative training needs collab.mode")
@@ -507,7 +535,8 @@ def run(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         raise ValueError("collab.weight: must be >= 0 (0 = independent peers)")
     test = load_test(cfg)
     if c.mode == "dml":
-        return run_dml(cfg, ctx, load_shard(cfg.data.shards, cfg.data.train_split, None), test)
+        train = load_shard(cfg.data.shards, cfg.data.train_split, None)
+        return run_dml(cfg, ctx, train, test, keep_state=keep_state)
     k = num_shards(cfg.data.shards, cfg.data.train_split)
     if k < ctx.world_size:
         raise ValueError(
@@ -517,9 +546,9 @@ def run(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     mine = hosted_clients(k, ctx)
     if c.mode == "fedavg":
         clients = {i: load_shard(cfg.data.shards, cfg.data.train_split, i) for i in mine}
-        return run_fedavg(cfg, ctx, clients, k, test)
+        return run_fedavg(cfg, ctx, clients, k, test, keep_state=keep_state)
     parts = [load_shard(cfg.data.shards, cfg.data.train_split, i) for i in mine]
-    return run_local_sgd(cfg, ctx, concat_shards(parts), test)
+    return run_local_sgd(cfg, ctx, concat_shards(parts), test, keep_state=keep_state)
 
 
 def _limit_cpu_threads(ctx: DistContext) -> None:
@@ -537,11 +566,26 @@ def main(cfg: TrainConfig) -> dict[str, Any] | None:
     """What every rank runs: join the group, train, return the result (rank 0) or None."""
     with distributed(use_gpu=cfg.launch.use_gpu, timeout_s=cfg.launch.timeout_s) as ctx:
         _limit_cpu_threads(ctx)
-        result = run(cfg, ctx)
+        result = run(cfg, ctx, keep_state=True)
+        result["peer_models"] = _peer_models(cfg, result, ctx)
         result["world_size"] = ctx.world_size
         result["backend"] = ctx.backend
         barrier(ctx)
     return result if ctx.is_main else None
+
+
+def _peer_models(cfg: TrainConfig, result: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
+    """What ``peers.pt`` holds (see :func:`training.inference.peer_models_document`), taking
+    ``state`` out of ``result``: every DML peer, or the one global model of FedAvg / local SGD."""
+    states = all_gather_objects(result.pop("state"), ctx)
+    manifest = Manifest.read(cfg.data.shards, kind="images")
+    if result["mode"] == "dml":
+        names, fingerprints = list(result["peers"]), list(result["init_fingerprints"])
+    else:
+        states, names = states[:1], [cfg.model.name]
+        fingerprints = [init_fingerprint(states[0])]
+    shape = tuple(int(d) for d in manifest.extra["feature_shape"])
+    return peer_models_document(states, names, fingerprints, shape, int(manifest.extra["num_classes"]))
 
 
 def main_many(cfgs: Sequence[TrainConfig]) -> list[dict[str, Any]] | None:

@@ -12,12 +12,18 @@ Sections::
 
     [model] [data] [optim] [train] [launch] [run] [fault]   always present (defaults)
     [collab]                                                 optional, collaborative training only
+
+The loader builds any root dataclass whose fields are sections: :class:`TrainConfig` for the
+classifiers, and the root named in :data:`CONFIG_ROOTS` for a model with its own keys (``model.name
+= "gpt"`` reads :class:`training.lm_config.GPTConfig`). Such a root checks itself in ``validate()``.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
+import importlib.util
 import inspect
 import itertools
 import textwrap
@@ -27,7 +33,10 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.lm_config import GPTConfig
 
 
 @dataclass
@@ -64,6 +73,8 @@ class OptimConfig:
     """Nesterov momentum (sgd only)."""
     decay: float = 1e-6
     """Keras-style time decay per optimizer step: lr_t = lr / (1 + decay * step); 0 disables it."""
+    schedule: str = "time"
+    """Learning-rate schedule: time (the Keras time decay above) or cosine (lr -> 0 along a half cosine over all steps; decay ignored)."""
     weight_decay: float = 0.0
     """L2 weight decay passed to the optimizer."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -90,14 +101,20 @@ class TrainSection:
 
 @dataclass
 class LaunchConfig:
-    num_processes: int = 2
-    """Number of torch ranks TorchDistributor starts."""
+    num_processes: int | str = 2
+    """Number of torch ranks TorchDistributor starts, or "auto" (train only): what Spark offers, i.e. the cores of local[N] / local[*], the task slots of the cluster's executors, or with use_gpu the GPUs Spark assigns."""
     local_mode: bool = True
     """True: ranks run on the driver machine (torchrun); False: one Spark barrier task per rank."""
     use_gpu: bool = False
     """Train on CUDA with NCCL (one GPU per rank); False: CPU with gloo."""
     timeout_s: int = 600
-    """Wall-clock limit for the whole launch; also the process-group timeout for collectives."""
+    """Wall-clock limit for the whole launch (every restart included)."""
+    collective_timeout_s: int = 300
+    """Process-group timeout: a collective (all-reduce, barrier) waiting longer than this fails its rank."""
+    max_restarts: int = 0
+    """When a rank dies or stalls, relaunch all ranks from the last complete checkpoint, at most this often."""
+    stall_timeout_s: int = 300
+    """A rank whose progress heartbeat is older than this is stalled: named with its stack, then killed or restarted (0: off)."""
 
 
 @dataclass
@@ -107,9 +124,15 @@ class RunConfig:
     resume: bool = False
     """Continue from the checkpoint in ``dir`` when there is one (otherwise start fresh)."""
     checkpoint: bool = True
-    """Write a checkpoint at the end of every epoch (main rank, atomic)."""
+    """Write a checkpoint at the end of every epoch (main rank, atomic, with a SHA-256 record)."""
+    checkpoint_every: int = 0
+    """Also write a checkpoint every this many optimizer steps (0: at epoch ends only)."""
+    keep_checkpoints: int = 2
+    """How many checkpoints to keep in checkpoints/ (a corrupt latest one falls back to the one before)."""
     plots: bool = True
     """Write loss/accuracy curves as PNG at the end."""
+    tracking: str = "none"
+    """Experiment tracking: none, or mlflow (the main rank logs params, metrics, plots, result and model to MLFLOW_TRACKING_URI, default ./mlruns; needs the tracking extra)."""
 
 
 @dataclass
@@ -119,7 +142,9 @@ class FaultConfig:
     fail_at_step: int = -1
     """Fault injection: global optimizer step (0-based, counted across epochs) at which it fails."""
     mode: str = "raise"
-    """How it fails: raise (a Python exception with a traceback) or exit (os._exit(1), no traceback)."""
+    """How it fails: raise (an exception), exit (os._exit(1)), kill (SIGKILL to itself) or stall (sleeps forever)."""
+    attempts: int = 1
+    """In how many attempts of a restarting launch the fault fires (1: the first only, so a restart gets past it)."""
 
 
 @dataclass
@@ -184,9 +209,30 @@ SECTIONS: dict[str, type] = {
 SECTIONS["collab"] = CollabConfig
 STRATEGIES = ("ddp", "fsdp")
 OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("time", "cosine")
+TRACKERS = ("none", "mlflow")
 COLLAB_MODES = ("dml", "fedavg", "local_sgd")
 FUSIONS = ("ensemble", "average", "none")
-FAULT_MODES = ("raise", "exit")
+AUTO = "auto"  # launch.num_processes: resolved by the driver from what Spark offers
+FAULT_MODES = ("raise", "exit", "kill", "stall")
+# Models whose config is a root of its own (model.name -> "module:class"); the rest use TrainConfig.
+CONFIG_ROOTS: dict[str, str] = {"gpt": "training.lm_config:GPTConfig"}
+
+
+def root_for(model_name: str | None) -> type:
+    """The config root that ``model.name = model_name`` reads (TrainConfig unless listed in CONFIG_ROOTS)."""
+    if model_name not in CONFIG_ROOTS:
+        return TrainConfig
+    module, _, cls = CONFIG_ROOTS[model_name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def sections_of(root: type) -> dict[str, type]:
+    """Section name -> dataclass of a config root."""
+    if root is TrainConfig:
+        return SECTIONS
+    hints = typing.get_type_hints(root)
+    return {f.name: _strip_optional(hints[f.name])[0] for f in dataclasses.fields(root)}
 
 
 def _strip_optional(tp: Any) -> tuple[Any, bool]:
@@ -203,6 +249,16 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     tp, optional = _strip_optional(tp)
     if value is None and optional:
         return None
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        # e.g. ``int | str`` (a count or "auto"): the first member type that takes the value, unconverted.
+        members = typing.get_args(tp)
+        for member in members:
+            try:
+                return _coerce(key, value, member)
+            except ValueError:
+                continue
+        names = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+        raise ValueError(f"{key}: expected {names}, got {value!r}")
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -228,7 +284,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 
 def _build_section(name: str, values: Mapping[str, Any], base: Any | None = None) -> Any:
-    cls = SECTIONS[name]
+    cls = type(base) if base is not None else SECTIONS[name]
     if not isinstance(values, Mapping):
         raise ValueError(f"[{name}]: expected a table of keys, got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -242,13 +298,16 @@ def _build_section(name: str, values: Mapping[str, Any], base: Any | None = None
     return dataclasses.replace(current, **kwargs)
 
 
-def config_from_dict(data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-    """Build a :class:`TrainConfig` from nested dicts (parsed TOML), on top of ``base`` or defaults."""
+def config_from_dict(data: Mapping[str, Any], base: Any | None = None) -> Any:
+    """Build a config from nested dicts (parsed TOML), on top of ``base`` or TrainConfig's defaults."""
     cfg = dataclasses.replace(base) if base is not None else TrainConfig()
+    sections = sections_of(type(cfg))
     for section, values in data.items():
-        if section not in SECTIONS:
-            raise ValueError(f"[{section}]: unknown section; known sections: {', '.join(SECTIONS)}")
-        setattr(cfg, section, _build_section(section, values, getattr(cfg, section)))
+        if section not in sections:
+            raise ValueError(f"[{section}]: unknown section; known sections: {', '.join(sections)}")
+        current = getattr(cfg, section)
+        base_section = current if current is not None else sections[section]()
+        setattr(cfg, section, _build_section(section, values, base_section))
     return cfg
 
 
@@ -260,15 +319,15 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def parse_override(item: str) -> tuple[str, str, Any]:
-    """``section.key=value`` -> (section, key, value converted to the field's type)."""
+def parse_override(item: str, sections: Mapping[str, type] = SECTIONS) -> tuple[str, str, Any]:
+    """``section.key=value`` -> (section, key, value converted to the field's type in ``sections``)."""
     lhs, sep, raw = item.partition("=")
     section, dot, key = lhs.strip().partition(".")
     if not sep or not dot or not section or not key:
         raise ValueError(f"--set {item!r}: expected section.key=value, e.g. --set train.epochs=3")
-    if section not in SECTIONS:
-        raise ValueError(f"--set {lhs}: unknown section {section!r}; known sections: {', '.join(SECTIONS)}")
-    cls = SECTIONS[section]
+    if section not in sections:
+        raise ValueError(f"--set {lhs}: unknown section {section!r}; known sections: {', '.join(sections)}")
+    cls = sections[section]
     hints = typing.get_type_hints(cls)
     if key not in hints:
         known = ", ".join(sorted(f.name for f in dataclasses.fields(cls)))
@@ -284,17 +343,20 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
+def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
     """Apply ``--set section.key=value`` items in order (later wins)."""
     grouped: dict[str, dict[str, Any]] = {}
+    sections = sections_of(type(cfg))
     for item in overrides:
-        section, key, value = parse_override(item)
+        section, key, value = parse_override(item, sections)
         grouped.setdefault(section, {})[key] = value
     return config_from_dict(grouped, cfg)
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
+def validate(cfg: Any) -> Any:
     """Range and choice checks across fields; raises ValueError naming the key and the fix."""
+    if not isinstance(cfg, TrainConfig):
+        return cfg.validate()  # a root of its own (CONFIG_ROOTS) checks itself
     from training.models import available_models
 
     def bad(key: str, msg: str) -> None:
@@ -312,6 +374,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         bad("optim.lr", "must be > 0")
     if cfg.optim.decay < 0:
         bad("optim.decay", "must be >= 0")
+    if cfg.optim.schedule not in SCHEDULES:
+        bad(
+            "optim.schedule",
+            f"unknown schedule {cfg.optim.schedule!r}; choose one of: {', '.join(SCHEDULES)}",
+        )
+    if cfg.optim.schedule == "cosine" and cfg.collab is not None:
+        bad("optim.schedule", "cosine is for `spark-collab train`; collaborative runs use time")
     if not 0 <= cfg.optim.momentum < 1:
         bad("optim.momentum", "must be in [0, 1)")
     if cfg.optim.nesterov and cfg.optim.name == "sgd" and cfg.optim.momentum == 0:
@@ -329,9 +398,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         bad("train.eval_batch_size", "must be >= 1")
     if cfg.train.max_steps_per_epoch < 0:
         bad("train.max_steps_per_epoch", "must be >= 0 (0 = no cap)")
-    if cfg.launch.num_processes < 1:
+    auto = cfg.launch.num_processes == AUTO
+    if isinstance(cfg.launch.num_processes, str) and not auto:
+        bad("launch.num_processes", f'expected a number >= 1 or "{AUTO}", got {cfg.launch.num_processes!r}')
+    if auto and cfg.collab is not None:
+        bad(
+            "launch.num_processes",
+            f'"{AUTO}" is for `spark-collab train`; set the number of peers/client groups',
+        )
+    if not auto and cfg.launch.num_processes < 1:  # type: ignore[operator]
         bad("launch.num_processes", "must be >= 1")
-    if cfg.train.batch_size < 1 or cfg.train.batch_size % cfg.launch.num_processes:
+    # With "auto", the checks that need the number run again once the driver has resolved it.
+    if cfg.train.batch_size < 1 or (not auto and cfg.train.batch_size % cfg.launch.num_processes):  # type: ignore[operator]
         bad(
             "train.batch_size",
             f"global batch {cfg.train.batch_size} must be a positive multiple of launch.num_processes="
@@ -339,11 +417,30 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.launch.timeout_s < 1:
         bad("launch.timeout_s", "must be >= 1 second")
+    if cfg.launch.collective_timeout_s < 1:
+        bad("launch.collective_timeout_s", "must be >= 1 second")
+    if cfg.launch.max_restarts < 0:
+        bad("launch.max_restarts", "must be >= 0")
+    if cfg.launch.stall_timeout_s < 0:
+        bad("launch.stall_timeout_s", "must be >= 0 seconds (0: no stall detection)")
+    if cfg.run.checkpoint_every < 0:
+        bad("run.checkpoint_every", "must be >= 0 steps (0: at epoch ends only)")
+    if cfg.run.keep_checkpoints < 1:
+        bad("run.keep_checkpoints", "must be >= 1")
+    if cfg.fault.attempts < 0:
+        bad("fault.attempts", "must be >= 0")
     if not cfg.run.dir:
         bad("run.dir", "set a run directory, e.g. runs/train/mlp_seed")
+    if cfg.run.tracking not in TRACKERS:
+        bad("run.tracking", f"unknown tracker {cfg.run.tracking!r}; choose one of: {', '.join(TRACKERS)}")
+    if cfg.run.tracking == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        bad(
+            "run.tracking",
+            "mlflow is not installed: pip install 'spark-collab[tracking]' (or run.tracking=none)",
+        )
     if cfg.fault.mode not in FAULT_MODES:
         bad("fault.mode", f"choose one of: {', '.join(FAULT_MODES)}")
-    if cfg.fault.fail_rank >= cfg.launch.num_processes:
+    if not auto and cfg.fault.fail_rank >= cfg.launch.num_processes:  # type: ignore[operator]
         bad(
             "fault.fail_rank",
             f"rank {cfg.fault.fail_rank} does not exist with {cfg.launch.num_processes} processes",
@@ -373,12 +470,28 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, check: bool = True) -> TrainConfig:
+def _model_name(data: Mapping[str, Any], overrides: Iterable[str]) -> str | None:
+    """``model.name`` as the file and the overrides set it (the last override wins); None when unset."""
+    model = data.get("model")
+    name = model.get("name") if isinstance(model, Mapping) else None
+    for item in overrides:
+        lhs, _, raw = item.partition("=")
+        if lhs.strip() == "model.name":
+            value = _parse_value(raw.strip())
+            name = value if isinstance(value, str) else raw.strip()
+    return name if isinstance(name, str) else None
+
+
+def load_config(
+    path: str | Path | None, overrides: Iterable[str] = (), *, check: bool = True
+) -> TrainConfig | GPTConfig:
     """Defaults, then the TOML file at ``path`` (None: defaults only), then ``overrides``; validated.
 
-    Raises ValueError (naming the key or the file) for anything wrong.
+    The root is chosen by ``model.name`` (see :data:`CONFIG_ROOTS`). Raises ValueError (naming the
+    key or the file) for anything wrong.
     """
-    cfg = TrainConfig()
+    overrides = list(overrides)
+    data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -387,7 +500,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = (), *, check
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"--config {p}: invalid TOML: {exc}") from None
-        cfg = config_from_dict(data, cfg)
+    cfg = config_from_dict(data, root_for(_model_name(data, overrides))())
     cfg = apply_overrides(cfg, overrides)
     return validate(cfg) if check else cfg
 
@@ -409,11 +522,11 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe(cfg: TrainConfig | None = None) -> str:
-    """Every section and key with its current value and docstring (for ``--describe``)."""
+def describe(cfg: Any | None = None) -> str:
+    """Every section and key of ``cfg``'s root with its current value and docstring (for ``--describe``)."""
     cfg = cfg or TrainConfig(collab=CollabConfig())
     lines: list[str] = []
-    for name, cls in SECTIONS.items():
+    for name, cls in sections_of(type(cfg)).items():
         section = getattr(cfg, name)
         if section is None:
             section = cls()

@@ -127,8 +127,11 @@ def distributed(use_gpu: bool = False, timeout_s: float = 600.0) -> Iterator[Dis
         # A key prefix per incarnation: destroy_process_group resets torch's group counter, so a
         # second group on the same (torchrun agent) store would otherwise read the first group's
         # stale gloo/NCCL addresses and hang. Every rank runs the same sequence of groups.
+        # torchrun --max-restarts keeps its store across restarts: the restart count keeps a
+        # restarted round's keys apart from those of the round that failed, for the same reason.
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world, timeout=timeout))
-        store = dist.PrefixStore(f"spark-collab/{_incarnation}", store)
+        store = dist.PrefixStore(f"spark-collab/{restart}/{_incarnation}", store)
         kwargs: dict[str, Any] = {}
         if device.type == "cuda":
             kwargs["device_id"] = device  # eager NCCL init, bound to this rank's GPU

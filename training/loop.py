@@ -21,6 +21,7 @@ At world size 1 the ``ddp`` strategy skips the DDP wrapper (there is nobody to t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -35,9 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import checkpoint, report
+from contracts.heartbeat import STARTING, Heartbeat
+from contracts.manifest import Manifest
+from training import checkpoint, report, tracking
 from training.config import OptimConfig, TrainConfig, load_config
-from training.data import ShardData, iter_batches, load_shard, read_manifest
+from training.data import ShardData, iter_batches, load_shard
 from training.dist import DistContext, all_reduce_min_int, all_reduce_sum, distributed
 from training.faults import maybe_fail
 from training.models import build_model, shard_units
@@ -49,8 +52,7 @@ from training.models import build_model, shard_units
 
 def has_split(shards_dir: str, split: str) -> bool:
     """Whether ``shards_dir`` has ``split`` with at least one shard."""
-    splits = read_manifest(shards_dir)["splits"]
-    return split in splits and len(splits[split]["shards"]) > 0
+    return Manifest.read(shards_dir, kind="images").num_shards(split) > 0
 
 
 def concat_shards(parts: Sequence[ShardData]) -> ShardData:
@@ -69,7 +71,7 @@ def concat_shards(parts: Sequence[ShardData]) -> ShardData:
 
 def load_rank_data(shards_dir: str, split: str, ctx: DistContext) -> ShardData:
     """This rank's training data: shards global_rank, global_rank + W, ... of ``split``."""
-    n = len(read_manifest(shards_dir)["splits"].get(split, {}).get("shards", []))
+    n = Manifest.read(shards_dir, kind="images").num_shards(split)
     if n < ctx.world_size:
         raise ValueError(
             f"data.shards: {shards_dir} has {n} {split!r} shards but launch.num_processes={ctx.world_size}; "
@@ -83,9 +85,10 @@ def load_rank_data(shards_dir: str, split: str, ctx: DistContext) -> ShardData:
 
 
 def build_optimizer(
-    params: Any, cfg: OptimConfig
+    params: Any, cfg: OptimConfig, total_steps: int = 0
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """Optimizer plus the Keras-style time decay lr_t = lr / (1 + decay * t), t = optimizer steps so far."""
+    """Optimizer plus its per-step schedule (``optim.schedule``): the Keras-style time decay
+    lr_t = lr / (1 + decay * t), or a cosine from lr to 0 over ``total_steps`` optimizer steps."""
     if cfg.name == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
@@ -94,6 +97,12 @@ def build_optimizer(
         opt = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)  # type: ignore[arg-type]
     else:
         raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}")
+    if cfg.schedule == "cosine":
+        if total_steps < 1:
+            raise ValueError("optim.schedule=cosine needs the run's total number of optimizer steps")
+        return opt, torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / total_steps))
+        )
     decay = cfg.decay
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t))
     return opt, sched
@@ -183,15 +192,7 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
     torch.manual_seed(cfg.train.seed)
     base = build_model(cfg.model.name, train_data.feature_shape, train_data.num_classes, cfg.model)
     model = wrap_model(base, cfg.train.strategy, ctx)
-    optimizer, scheduler = build_optimizer(model.parameters(), cfg.optim)
-
-    start_epoch, step, resumed_from = 1, 0, None
-    if cfg.run.resume:
-        meta = checkpoint.load_checkpoint(run_dir, model, optimizer, scheduler, ctx)
-        if meta is not None:
-            start_epoch, step, resumed_from = meta["epoch"] + 1, meta["step"], meta["epoch"]
-    records = report.reset_metrics(run_dir, resumed_from or 0) if ctx.is_main else []
-
+    # Steps per epoch first: a schedule over the whole run (cosine) needs the total.
     local_batch = cfg.train.batch_size // ctx.world_size
     steps = all_reduce_min_int(len(train_data) // local_batch, ctx)
     if cfg.train.max_steps_per_epoch:
@@ -201,6 +202,23 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
             f"train.batch_size={cfg.train.batch_size}: a rank has fewer than {local_batch} training samples; "
             "lower train.batch_size"
         )
+    optimizer, scheduler = build_optimizer(
+        model.parameters(), cfg.optim, total_steps=steps * cfg.train.epochs
+    )
+
+    heartbeat = Heartbeat.from_environment(ctx.global_rank)
+    heartbeat.beat(STARTING, force=True)
+    start_epoch, step, resumed_from = 1, 0, None
+    # Where a checkpoint taken in the middle of an epoch left off: steps done and running sums.
+    resume_epoch_step, resume_sums = 0, {"loss_sum": 0.0, "correct": 0}
+    if cfg.run.resume:
+        meta = checkpoint.load_checkpoint(run_dir, model, optimizer, scheduler, ctx)
+        if meta is not None:
+            start_epoch, step, resumed_from = meta["epoch"] + 1, meta["step"], meta["epoch"]
+            resume_epoch_step = meta["epoch_step"]
+            resume_sums.update(meta["rank_state"])
+    records = report.reset_metrics(run_dir, resumed_from or 0) if ctx.is_main else []
+
     if ctx.is_main:
         print(
             f"training {cfg.model.name} ({sum(p.numel() for p in base.parameters()):,} parameters) with "
@@ -214,12 +232,20 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
     t_train0 = time.time()
     for epoch in range(start_epoch, cfg.train.epochs + 1):
         t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-        correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
+        skip = resume_epoch_step if epoch == start_epoch else 0
+        loss_sum = torch.tensor(
+            resume_sums["loss_sum"] if skip else 0.0, dtype=torch.float64, device=ctx.device
+        )
+        correct = torch.tensor(resume_sums["correct"] if skip else 0, dtype=torch.int64, device=ctx.device)
         batches = iter_batches(
             train_data, local_batch, shuffle=True, seed=cfg.train.seed, epoch=epoch, drop_last=True
         )
-        for _, (x_cpu, y_cpu) in zip(range(steps), batches, strict=False):
+        # The batch order depends only on (seed, epoch): skipping the steps already taken resumes
+        # the epoch exactly where its checkpoint was written.
+        for epoch_step, (x_cpu, y_cpu) in zip(
+            range(skip, steps), itertools.islice(batches, skip, None), strict=False
+        ):
+            heartbeat.beat(step)
             maybe_fail(cfg.fault, ctx.global_rank, step)
             if first_step_time is None:
                 first_step_time = time.time()
@@ -236,6 +262,21 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
             # Accumulate on the device: no host sync per step.
             loss_sum += loss.detach().double() * y.shape[0]
             correct += (logits.detach().argmax(dim=1) == y).sum()
+            every = cfg.run.checkpoint_every
+            if cfg.run.checkpoint and every and step % every == 0 and epoch_step + 1 < steps:
+                checkpoint.save_checkpoint(
+                    run_dir,
+                    model,
+                    optimizer,
+                    scheduler,
+                    epoch - 1,
+                    step,
+                    ctx,
+                    epoch_step=epoch_step + 1,
+                    rank_state={"loss_sum": float(loss_sum.item()), "correct": int(correct.item())},
+                    keep=cfg.run.keep_checkpoints,
+                )
+        heartbeat.beat(step, force=True)
         loss_total, correct_total = all_reduce_sum([float(loss_sum.item()), float(correct.item())], ctx)
         epoch_time = time.perf_counter() - t_epoch
         cpu_time = time.process_time() - cpu_epoch  # this rank's CPU seconds: robust on busy machines
@@ -256,10 +297,13 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
             "elapsed_s": time.time() - t_train0,
         }
         if cfg.run.checkpoint:
-            checkpoint.save_checkpoint(run_dir, model, optimizer, scheduler, epoch, step, ctx)
+            checkpoint.save_checkpoint(
+                run_dir, model, optimizer, scheduler, epoch, step, ctx, keep=cfg.run.keep_checkpoints
+            )
         if ctx.is_main:
             records.append(rec)
             report.append_metrics(run_dir, rec)
+            tracking.log_metrics(rec, step=epoch)
             print(report.progress_line(rec, cfg.train.epochs), flush=True)
 
     test_acc = (
@@ -303,13 +347,19 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
                 run_dir, records, f"{cfg.model.name} / {cfg.train.strategy} / {ctx.world_size} ranks"
             )
         report.write_result(run_dir, result)
+        tracking.log_artifacts(run_dir)
+        if cfg.run.checkpoint:
+            tracking.log_checkpoint_model(cfg.model, run_dir, train_data)
     return result
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Rank entry point: join the process group, train, leave. Returns the result dict."""
     t_enter = time.time()
-    with distributed(cfg.launch.use_gpu, cfg.launch.timeout_s) as ctx:
+    with (
+        distributed(cfg.launch.use_gpu, cfg.launch.collective_timeout_s) as ctx,
+        tracking.run(cfg, is_main=ctx.is_main, kind="train"),
+    ):
         return run_training(cfg, ctx, t_enter)
 
 

@@ -134,6 +134,19 @@ def cnn(feature_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> n
     return LeNet(_image_side(feature_shape), num_classes)
 
 
+@register("gpt")
+def gpt(feature_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    """The decoder-only transformer of :mod:`training.gpt`: ``feature_shape`` is ``(block_size,)``,
+    ``num_classes`` the vocabulary size, and ``cfg`` the GPT config's [model] section
+    (:class:`training.lm_config.GPTModelConfig`); it is trained by :mod:`training.lm_loop`."""
+    from training.gpt import GPT, GPTShape
+
+    if not hasattr(cfg, "n_layer"):
+        raise ValueError('model.name: "gpt" trains on token shards; start from conf/train/gpt_char.toml')
+    m = cfg
+    return GPT(GPTShape(num_classes, feature_shape[0], m.n_layer, m.n_head, m.n_embd, m.dropout, m.bias))  # type: ignore[attr-defined]
+
+
 def shard_units(model: nn.Module) -> list[nn.Module]:
     """Submodules FSDP shards as separate units: every module that owns parameters directly.
 

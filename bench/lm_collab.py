@@ -1,0 +1,218 @@
+"""Collaborative GPT training compared: DDP, DiLoCo, FedAvg, codistillation, independent peers.
+
+Every arm trains the CPU GPT (conf/train/gpt_char.toml) on 2 ranks with the same token budget
+(``--iters`` steps of the global batch: each DiLoCo / FedAvg replica or peer takes half of every
+global batch, the windows DDP reads), the same seeds and the same val windows. One launch runs all
+arms and seeds in a row on the same two ranks. Reported per arm: final val loss (mean and spread
+over seeds), bytes sent per rank, and the ratios the goals are about, all measured in this run:
+
+- DiLoCo H=50 against DDP: val loss ratio (goal <= 1.05) and bytes ratio DDP / DiLoCo (goal >= 40);
+- DiLoCo against FedAvg at the same H (same bytes): DiLoCo lower in every seed;
+- codistillation against independent peers: KL between the peers on val (goal: lower), per seed.
+
+Usage::
+
+    .venv/bin/python bench/lm_collab.py --iters 400 --seeds 2 --h 50,200
+    .venv/bin/python bench/lm_collab.py --shards runs/corpus/shakespeare_char --iters 2000 --seeds 3
+
+Writes ``summary.json``, ``summary.txt`` and ``compare.png`` (val loss against steps and against
+bytes) into ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TINYSHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+
+def build_shards(out: Path) -> Path:
+    """tinyshakespeare as char token shards (paragraphs as documents, 10 % of them for val)."""
+    if (out / "manifest.json").is_file():
+        return out
+    cmd = [sys.executable, "-m", "spark_jobs", "corpus", str(TINYSHAKESPEARE), "--output", str(out)]
+    cmd += ["--tokenizer", "char", "--docs", "paragraph", "--val", "0.1", "--shards", "2", "--seed", "0"]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return out
+
+
+def arm_configs(args: argparse.Namespace, shards: Path, out: Path) -> dict[str, list[Any]]:
+    """``{arm: [config per seed]}``; every arm shares the training and evaluation keys."""
+    from training.config import load_config
+    from training.lm_config import LMCollabConfig
+
+    hs = [int(h) for h in args.h.split(",")]
+    common = [
+        f"data.shards='{shards}'",
+        f"train.max_iters={args.iters}",
+        f"optim.lr_decay_iters={args.iters}",
+        f"optim.warmup_iters={min(100, args.iters // 10)}",
+        f"train.eval_interval={args.eval_interval}",
+        f"train.eval_iters={args.eval_iters}",
+        f"train.log_interval={args.eval_interval}",
+        "launch.num_processes=2",
+        "run.checkpoint=false",
+        *args.set,
+    ]
+    collab: dict[str, LMCollabConfig | None] = {"ddp": None}
+    for h in hs:
+        collab[f"diloco-H{h}"] = LMCollabConfig(mode="diloco", inner_steps=h)
+        collab[f"fedavg-H{h}"] = LMCollabConfig(mode="fedavg", inner_steps=h)
+    collab[f"codistill-k{args.exchange_every}"] = LMCollabConfig(
+        mode="dml", weight=args.kl_weight, exchange_every=args.exchange_every
+    )
+    collab["independent"] = LMCollabConfig(mode="independent")
+    arms: dict[str, list[Any]] = {}
+    for arm, c in collab.items():
+        arms[arm] = []
+        for seed in range(args.seeds):
+            run_dir = out / arm / f"seed-{seed}"
+            cfg = load_config(
+                ROOT / "conf" / "train" / "gpt_char.toml",
+                [*common, f"train.seed={seed}", f"run.dir='{run_dir}'"],
+            )
+            arms[arm].append(dataclasses.replace(cfg, collab=c))
+    return arms
+
+
+def records(run_dir: str) -> list[dict[str, Any]]:
+    lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def summarize(results: dict[str, list[dict[str, Any]]], hs: list[int]) -> dict[str, Any]:
+    from training.lm_collab_report import mean_std
+
+    table: dict[str, Any] = {}
+    for arm, runs in results.items():
+        val = [r["val_loss"] for r in runs]
+        row = {
+            "val_loss": mean_std(val),
+            "val_loss_per_seed": val,
+            "comm_bytes": runs[0]["comm_bytes"],
+            "train_s": mean_std([r["timings"]["total_s"] for r in runs]),
+        }
+        if runs[0].get("peer_kl") is not None:
+            row["peer_kl_per_seed"] = [r["peer_kl"] for r in runs]
+            row["mean_peer_val_loss"] = mean_std([r["mean_peer_val_loss"] for r in runs])
+            row["ensemble_val_loss"] = mean_std([r["ensemble_val_loss"] for r in runs])
+        table[arm] = row
+    ddp = table["ddp"]
+    goals: dict[str, Any] = {}
+    h = 50 if 50 in hs else hs[0]
+    d = table[f"diloco-H{h}"]
+    goals[f"diloco-H{h} val / ddp val"] = d["val_loss"][0] / ddp["val_loss"][0]
+    goals[f"ddp bytes / diloco-H{h} bytes"] = ddp["comm_bytes"] / d["comm_bytes"]
+    for h in hs:
+        dil, fed = table[f"diloco-H{h}"]["val_loss_per_seed"], table[f"fedavg-H{h}"]["val_loss_per_seed"]
+        goals[f"diloco-H{h} < fedavg-H{h} in seeds"] = (
+            f"{sum(a < b for a, b in zip(dil, fed, strict=True))}/{len(dil)}"
+        )
+    codistill = next(a for a in table if a.startswith("codistill"))
+    kl_c, kl_i = table[codistill]["peer_kl_per_seed"], table["independent"]["peer_kl_per_seed"]
+    goals["codistill peer KL < independent in seeds"] = (
+        f"{sum(a < b for a, b in zip(kl_c, kl_i, strict=True))}/{len(kl_c)}"
+    )
+    goals["codistill / independent peer KL (mean)"] = (sum(kl_c) / len(kl_c)) / (sum(kl_i) / len(kl_i))
+    return {"arms": table, "goals": goals}
+
+
+def format_summary(doc: dict[str, Any]) -> str:
+    lines = [
+        f"# {doc['iters']} steps x {doc['seeds']} seeds, 2 ranks; wall {doc['wall_s']:.0f}s on "
+        f"{platform.machine()} ({doc['machine']})",
+        f"{'arm':<16} {'val loss (mean ± sd)':>22} {'MB sent/rank':>13} {'peer KL':>9}  per-seed val",
+    ]
+    for arm, row in doc["summary"]["arms"].items():
+        m, s = row["val_loss"]
+        kl = row.get("peer_kl_per_seed")
+        kl_text = f"{sum(kl) / len(kl):9.4f}" if kl else f"{'':9}"
+        seeds = " ".join(f"{v:.4f}" for v in row["val_loss_per_seed"])
+        lines.append(f"{arm:<16} {m:>14.4f} ± {s:.4f} {row['comm_bytes'] / 1e6:13.1f} {kl_text}  {seeds}")
+    for goal, value in doc["summary"]["goals"].items():
+        lines.append(f"{goal}: {value if isinstance(value, str) else f'{value:.3f}'}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from spark_jobs.session import add_spark_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--shards", default="", help="char token shards (default: built from tinyshakespeare)"
+    )
+    parser.add_argument("--output", default=str(ROOT / "runs" / "bench" / "lm_collab"))
+    parser.add_argument("--iters", type=int, default=400, help="steps of the global batch per arm")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--h", default="50,200", help="DiLoCo / FedAvg inner steps, comma-separated")
+    parser.add_argument(
+        "--exchange-every", type=int, default=50, help="codistillation: steps between exchanges"
+    )
+    parser.add_argument("--kl-weight", type=float, default=0.5, help="codistillation: weight of the KL term")
+    parser.add_argument("--eval-interval", type=int, default=50)
+    parser.add_argument("--eval-iters", type=int, default=10)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_spark_arguments(parser)
+    args = parser.parse_args()
+    if not args.shards and not TINYSHAKESPEARE.is_file():
+        sys.exit(f"error: {TINYSHAKESPEARE} not found; pass --shards (char token shards)")
+    from spark_jobs.launcher import launch
+    from spark_jobs.session import job_session
+    from training.lm_collab_report import plot_compare
+
+    out = Path(args.output).absolute()
+    shards = (
+        Path(args.shards).absolute()
+        if args.shards
+        else build_shards(ROOT / "runs" / "bench" / "shakespeare_char_paragraphs")
+    )
+    arms = arm_configs(args, shards, out)
+    cfgs = [cfg for group in arms.values() for cfg in group]
+    t0 = time.time()
+    with job_session("bench lm_collab", args):
+        flat = launch(
+            "training.lm_collab:main_many",
+            cfgs,
+            num_processes=2,
+            timeout_s=6 * 3600,
+            launch_dir=out / "launch",
+        )
+    wall = time.time() - t0
+    it = iter(flat)
+    results = {arm: [next(it) for _ in group] for arm, group in arms.items()}
+    hs = [int(h) for h in args.h.split(",")]
+    doc = {
+        "iters": args.iters,
+        "seeds": args.seeds,
+        "wall_s": wall,
+        "machine": "2-core x86_64 VM, 24 GiB",
+        "shards": str(shards),
+        "args": {k: v for k, v in vars(args).items() if k not in ("conf",)},
+        "summary": summarize(results, hs),
+        "runs": {
+            arm: [{k: v for k, v in r.items() if k != "config"} for r in rs] for arm, rs in results.items()
+        },
+    }
+    text = format_summary(doc)
+    (out / "summary.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    (out / "summary.txt").write_text(text + "\n")
+    curves = {arm: [records(r["run_dir"]) for r in rs] for arm, rs in results.items()}
+    plot_compare(out / "compare.png", curves, f"gpt_char, 2 ranks, {args.iters} steps, {args.seeds} seeds")
+    print(text)
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The corpus pipeline: documents -> length filter -> dedup -> tokenizer -> tokens -> shards.
+
+Each stage's result is written as Parquet under a work directory inside the staged output (and
+removed before the output is moved into place), so no stage is computed twice and the driver never
+holds the text; the stage counts come from those files. Everything written depends only on the
+inputs and :class:`~spark_jobs.corpus.options.CorpusOptions`, so a rerun is byte-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contracts.manifest import Manifest
+from contracts.tokenizer import Tokenizer
+from contracts.tokens import TOKENIZER_FILE, token_dtype_for
+from spark_jobs.corpus import dedup
+from spark_jobs.corpus.documents import (
+    DOCS_DDL,
+    TASKS_DDL,
+    check_parquet_column,
+    input_errors,
+    plan_reads,
+    read_task,
+)
+from spark_jobs.corpus.options import CorpusOptions, validate
+from spark_jobs.corpus.shards import plan_shards, write_shards
+from spark_jobs.corpus.vocab import train_tokenizer
+from spark_jobs.corpus.workers import TOKENS_DDL, encode_task
+from spark_jobs.errors import JobInputError
+from spark_jobs.output import check_output, staged_output
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+WORK_DIR = "_work"
+
+
+@dataclass
+class CorpusResult:
+    output: Path
+    manifest: Manifest
+    tokenizer: Tokenizer
+    documents: dict[str, int]
+    """Documents read, removed by each stage, and kept."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each stage (not written to the output: it would break byte-identical reruns)."""
+
+
+def resolve_corpus_inputs(inputs: Sequence[str]) -> list[str]:
+    """The word count's input expansion; remote URIs are refused (workers open files themselves)."""
+    from spark_jobs.wordcount import resolve_inputs
+
+    files = resolve_inputs(inputs)
+    remote = [f for f in files if "://" in f and not f.startswith("file:")]
+    if remote:
+        raise JobInputError(f"input {remote[0]}: the corpus job reads local (or mounted) paths only")
+    return files
+
+
+class _Stages:
+    """Materializes each stage as Parquet in the work directory and times it."""
+
+    def __init__(self, spark: SparkSession, work: Path) -> None:
+        self.spark, self.work = spark, work
+        self.seconds: dict[str, float] = {}
+
+    def save(self, name: str, frame: DataFrame) -> tuple[DataFrame, int]:
+        started = time.perf_counter()
+        path = str(self.work / name)
+        with input_errors():
+            frame.write.mode("error").parquet(path)
+        saved = self.spark.read.parquet(path)
+        count = saved.count()
+        self.seconds[name] = time.perf_counter() - started
+        return saved, count
+
+
+def read_documents(spark: SparkSession, files: Sequence[str], options: CorpusOptions) -> DataFrame:
+    """The documents of ``files`` (DOCS_DDL), read by the executors."""
+    parallelism = spark.sparkContext.defaultParallelism
+    tasks = plan_reads(files, options.docs, parallelism)
+    slices = min(len(tasks), 4 * parallelism)
+    frame = spark.sparkContext.parallelize(tasks, slices).toDF(TASKS_DDL)
+    return frame.mapInArrow(read_task(options.docs), DOCS_DDL)
+
+
+def length_filtered(docs: DataFrame, options: CorpusOptions) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    keep = F.length("text") >= options.min_chars
+    if options.max_chars:
+        keep = keep & (F.length("text") <= options.max_chars)
+    return docs.where(keep)
+
+
+def run_corpus(
+    spark: SparkSession,
+    inputs: Sequence[str],
+    output: str | Path,
+    options: CorpusOptions,
+    *,
+    overwrite: bool = False,
+) -> CorpusResult:
+    """Turn ``inputs`` into token shards at ``output``; JobInputError (nothing written) on bad input."""
+    validate(options)
+    check_output(output, overwrite)
+    files = resolve_corpus_inputs(inputs)
+    if options.docs.unit == "parquet":
+        check_parquet_column(files, options.docs.field or "")
+    with staged_output(output, overwrite) as staging:
+        stages = _Stages(spark, staging / WORK_DIR)
+        docs, read = stages.save("read", read_documents(spark, files, options))
+        counts = {"read": read}
+        docs, left = stages.save("filtered", length_filtered(docs, options))
+        counts["length_filter_removed"] = read - left
+        if "exact" in options.dedup:
+            docs, kept = stages.save("exact", dedup.exact_duplicates_removed(docs))
+            counts["exact_removed"], left = left - kept, kept
+        if "minhash" in options.dedup:
+            started = time.perf_counter()
+            deduped = dedup.near_duplicates_removed(docs, options.minhash, options.seed)
+            docs, kept = stages.save("minhash", deduped)
+            stages.seconds["minhash"] = time.perf_counter() - started  # signatures and components too
+            counts["minhash_removed"], left = left - kept, kept
+        counts["kept"] = left
+        if not left:
+            raise JobInputError(
+                f"no document left after filtering ({_counts_text(counts)}); check the inputs and --docs, "
+                "or loosen --min-chars/--max-chars"
+            )
+        started = time.perf_counter()
+        tokenizer = train_tokenizer(docs, options.tokenizer, options.word_split)
+        stages.seconds["tokenizer"] = time.perf_counter() - started
+        dtype = token_dtype_for(tokenizer.vocab_size)
+        broadcast = spark.sparkContext.broadcast(tokenizer.to_json())
+        tokens, _ = stages.save(
+            "tokens", docs.select("doc_id", "text").mapInArrow(encode_task(broadcast, dtype), TOKENS_DDL)
+        )
+        started = time.perf_counter()
+        meta = tokens.select("doc_id", "n_tokens").toArrow()
+        plan = plan_shards(
+            meta["doc_id"].to_numpy(),
+            meta["n_tokens"].to_numpy(),
+            options.val_fraction,
+            options.shards,
+            options.seed,
+        )
+        splits = write_shards(spark, tokens, plan, str(staging), dtype)
+        stages.seconds["shards"] = time.perf_counter() - started
+        broadcast.unpersist()
+        tokenizer.save(staging / TOKENIZER_FILE)
+        manifest = Manifest(
+            kind="tokens",
+            splits=splits,
+            source={"inputs": list(files), "docs": options.docs.spec},
+            seed=options.seed,
+            extra={
+                "vocab_size": tokenizer.vocab_size,
+                "token_dtype": dtype,
+                "tokenizer": {
+                    "kind": tokenizer.kind,
+                    "spec": options.tokenizer.spec,
+                    "file": TOKENIZER_FILE,
+                    "sha256": tokenizer.sha256(),
+                },
+                "documents": counts,
+                "options": _options_record(options),
+            },
+        )
+        shutil.rmtree(staging / WORK_DIR)
+        manifest.write(staging)
+    return CorpusResult(
+        output=check_output(output, overwrite=True),
+        manifest=Manifest.read(output, kind="tokens"),
+        tokenizer=tokenizer,
+        documents=counts,
+        seconds=stages.seconds,
+    )
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+
+
+def _options_record(options: CorpusOptions) -> dict[str, Any]:
+    record = dataclasses.asdict(options)
+    record["docs"] = options.docs.spec
+    record["tokenizer"] = options.tokenizer.spec
+    record["dedup"] = list(options.dedup)
+    return record

@@ -1,0 +1,118 @@
+"""MinHash signatures and LSH band keys of documents; runs in Spark's Python workers (``mapInArrow``).
+
+A document's shingles are its runs of ``ngram`` words, words split as the word count's ``words``
+tokenizer (lowercase ``\\w+``); a document shorter than ``ngram`` words is one shingle. Each word gets
+a stable 64-bit hash (blake2b, the same in every process, unlike Python's ``hash``), a shingle the
+sum of its words' hashes times per-position odd constants (mod 2**64), and the signature holds, for
+each of ``bands * rows`` multiply-shift hash functions ``(a * x + b) mod 2**64 >> 32``, the minimum
+over the document's shingles. Band ``i``'s key is a 63-bit hash of its ``rows`` values; two
+documents are a candidate pair when any band key agrees. Everything is seeded by the job's seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from contracts.wordsplit import words_tokens
+from spark_jobs.corpus.options import MinHashOptions
+
+SIGNATURES_DDL = "doc_id long, sig array<long>, bands array<long>"
+# Shingles hashed per step: bounds the (shingles x hashes) matrix of one long document.
+SHINGLE_CHUNK = 4096
+_WORD_CACHE_LIMIT = 1 << 20
+
+
+def hash_functions(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) of each multiply-shift hash; ``a`` odd."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+    return a, b
+
+
+def _position_constants(ngram: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 0x5417])
+    return rng.integers(1, 2**63, size=ngram, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+
+class Shingler:
+    """Word n-gram hashes of documents, with a per-task cache of word hashes."""
+
+    def __init__(self, ngram: int, seed: int) -> None:
+        self.ngram = ngram
+        self.constants = _position_constants(ngram, seed)
+        self.cache: dict[str, int] = {}
+
+    def _word_hash(self, word: str) -> int:
+        value = self.cache.get(word)
+        if value is None:
+            value = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+            if len(self.cache) < _WORD_CACHE_LIMIT:
+                self.cache[word] = value
+        return value
+
+    def shingles(self, text: str) -> np.ndarray:
+        """The distinct shingle hashes of ``text`` (uint64; empty when it has no word)."""
+        words = np.array([self._word_hash(w) for w in words_tokens(text)], dtype=np.uint64)
+        if not len(words):
+            return words
+        width = min(self.ngram, len(words))
+        count = len(words) - width + 1
+        hashes = np.zeros(count, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for j in range(width):
+                hashes += words[j : j + count] * self.constants[j]
+        return np.unique(hashes)
+
+
+def signature(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Minimum over shingles of each hash function (uint32 values held in int64)."""
+    best = np.full(len(a), np.iinfo(np.uint64).max, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for start in range(0, len(shingles), SHINGLE_CHUNK):
+            chunk = shingles[start : start + SHINGLE_CHUNK, None]
+            np.minimum(best, ((chunk * a + b) >> np.uint64(32)).min(axis=0), out=best)
+    return best.astype(np.int64)
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[int]:
+    """One non-negative 63-bit key per band; the band index is kept apart (its list position)."""
+    raw = sig.astype("<u4").tobytes()
+    step = rows * 4
+    return [
+        int.from_bytes(hashlib.blake2b(raw[i * step : (i + 1) * step], digest_size=8).digest(), "little") >> 1
+        for i in range(bands)
+    ]
+
+
+def signature_task(options: MinHashOptions, seed: int):
+    """The ``mapInArrow`` function: ``doc_id, text`` in, SIGNATURES_DDL out; documents without words
+    get no row (they cannot be near duplicates by this measure)."""
+
+    def sign(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        shingler = Shingler(options.ngram, seed)
+        a, b = hash_functions(options.num_perm, seed)
+        for batch in batches:
+            ids, sigs, keys = [], [], []
+            for doc, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+                shingles = shingler.shingles(text)
+                if not len(shingles):
+                    continue
+                sig = signature(shingles, a, b)
+                ids.append(doc)
+                sigs.append(sig.tolist())
+                keys.append(band_keys(sig, options.bands, options.rows))
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(ids, pa.int64()),
+                    pa.array(sigs, pa.list_(pa.int64())),
+                    pa.array(keys, pa.list_(pa.int64())),
+                ],
+                names=["doc_id", "sig", "bands"],
+            )
+
+    return sign

@@ -1,0 +1,165 @@
+"""``spark-collab collab`` with a GPT config: DiLoCo, FedAvg, codistillation or independent GPT peers.
+
+Reached from :mod:`spark_jobs.collab` when the config's ``model.name`` is ``"gpt"``. Thin entry
+point: read and check the config and the token shards, start Spark, launch
+``training.lm_collab:main`` on ``launch.num_processes`` ranks (one replica per rank), report.
+The ranks write metrics.jsonl, checkpoints (DiLoCo/FedAvg), curves.png and result.json into
+``run.dir``, as ``spark-collab train`` does.
+
+Examples::
+
+    spark-collab corpus input.txt --output runs/corpus/shakespeare_char --tokenizer char
+    spark-collab collab --config conf/collab/gpt_diloco.toml
+    spark-collab collab --config conf/collab/gpt_diloco.toml --set collab.mode=fedavg --set run.dir=runs/collab/gpt_fedavg
+    spark-collab collab --config conf/collab/gpt_codistill.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from contracts.rundir import RESULT, RunDir
+from spark_jobs.cli import check_run_dir_overlap, with_absolute_paths
+from spark_jobs.errors import JobInputError, storage_error
+from spark_jobs.locks import output_lock
+from spark_jobs.output import check_writable
+from spark_jobs.session import job_session_in_background
+from spark_jobs.wording import plural
+
+if TYPE_CHECKING:
+    from training.lm_config import GPTConfig
+
+EXIT_RANK_FAILURE = 1
+
+
+def is_gpt_config(config: str | None, overrides: list[str]) -> bool:
+    """Whether ``--config`` (with ``--set``) selects the GPT config root; errors are left to the caller's path."""
+    from training.config import load_config
+    from training.lm_config import GPTConfig
+
+    try:
+        return isinstance(load_config(config, overrides, check=False), GPTConfig)
+    except ValueError:
+        return False
+
+
+def _load(args: argparse.Namespace) -> GPTConfig:
+    from training.config import load_config
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ValueError as exc:
+        raise JobInputError(str(exc)) from None
+    if cfg.collab is None:  # type: ignore[union-attr]
+        raise JobInputError(
+            f"--config {args.config}: no [collab] section; collaborative GPT runs need one "
+            "(see conf/collab/gpt_diloco.toml), or use `spark-collab train` for data-parallel training"
+        )
+    if cfg.train.strategy != "ddp" or cfg.train.compile:  # type: ignore[union-attr]
+        raise JobInputError(
+            "train.strategy/train.compile: collaborative GPT runs hold one plain replica per rank and read "
+            'neither; remove them (or set train.strategy = "ddp", train.compile = false)'
+        )
+    return cfg  # type: ignore[return-value]
+
+
+def _check_inputs(cfg: GPTConfig) -> GPTConfig:
+    """The token shards and the split layout the mode needs, before Spark starts. Returns absolute paths."""
+    from contracts.manifest import Manifest
+
+    cfg = with_absolute_paths(cfg)  # type: ignore[arg-type,assignment]
+    c = cfg.collab
+    assert c is not None
+    try:
+        manifest = Manifest.read(cfg.data.shards, kind="tokens")
+    except ValueError as exc:
+        raise JobInputError(f"data.shards: {exc}") from None
+    k = manifest.num_shards(cfg.data.train_split)
+    n = cfg.launch.num_processes
+    if k == 0:
+        raise JobInputError(
+            f"data.shards: {cfg.data.shards} has no {cfg.data.train_split!r} shards to train on"
+        )
+    if c.partition == "shards" and k < n:
+        raise JobInputError(
+            f"collab.partition = 'shards': {cfg.data.shards} has {plural(k, 'shard')} in {cfg.data.train_split!r} "
+            f"for launch.num_processes={n}; re-run corpus with more shards, or use collab.partition = 'windows'"
+        )
+    if cfg.run.resume and c.mode not in ("diloco", "fedavg"):
+        raise JobInputError(
+            f"run.resume: collab.mode = {c.mode!r} writes no checkpoint; only diloco and fedavg resume"
+        )
+    return cfg
+
+
+def _prepare_run_dir(cfg: GPTConfig, overwrite: bool) -> None:
+    """Refuse an earlier run in run.dir unless --overwrite (which removes it) or run.resume."""
+    run = RunDir.at(cfg.run.dir)
+    if run.root.exists() and not run.root.is_dir():
+        raise JobInputError(f"run.dir {run.root} exists and is not a directory")
+    earlier = run.earlier_run()
+    if not earlier or cfg.run.resume:
+        return
+    if not overwrite:
+        raise JobInputError(
+            f"run.dir {run.root} holds an earlier run ({', '.join(earlier)}); pass --overwrite, "
+            "--set run.resume=true (diloco, fedavg), or another --set run.dir=..."
+        )
+    for name in earlier:
+        target = run.root / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
+def run_gpt_collab(args: argparse.Namespace) -> int:
+    """The ``collab`` command for a GPT config (``args`` as parsed by spark_jobs.collab)."""
+    from training.config import describe
+
+    if args.describe:
+        print(describe(_load(args)))
+        return 0
+    from spark_jobs.launcher import LaunchError, launch
+    from spark_jobs.restarts import resume_from_checkpoint
+
+    t0 = time.time()
+    cfg = _check_inputs(_load(args))
+    check_run_dir_overlap(cfg, args)  # type: ignore[arg-type]
+    c = cfg.collab
+    assert c is not None
+    run_dir = Path(cfg.run.dir)
+    with output_lock(run_dir, flag="run.dir"):
+        check_writable(run_dir / RESULT if run_dir.is_dir() else run_dir, flag="run.dir")
+        _prepare_run_dir(cfg, args.overwrite)
+        with job_session_in_background("spark-collab collab", args) as wait_for_spark:
+            spark = wait_for_spark()
+            spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab gpt {c.mode}")
+            resumable = c.mode in ("diloco", "fedavg")
+            try:
+                result = launch(
+                    "training.lm_collab:main",  # imported by the ranks only
+                    cfg,
+                    num_processes=cfg.launch.num_processes,
+                    local_mode=cfg.launch.local_mode,
+                    use_gpu=cfg.launch.use_gpu,
+                    timeout_s=cfg.launch.timeout_s,
+                    launch_dir=RunDir.at(run_dir).launch,
+                    stall_timeout_s=cfg.launch.stall_timeout_s,
+                    max_restarts=cfg.launch.max_restarts if resumable else 0,
+                    prepare_restart=resume_from_checkpoint if resumable else None,  # type: ignore[arg-type]
+                )
+            except LaunchError as exc:
+                storage = storage_error(exc, f"run.dir {cfg.run.dir}", under=cfg.run.dir)
+                if storage is not None:
+                    raise storage from exc
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_RANK_FAILURE
+    val = result.get("val_loss")
+    print(
+        f"done: gpt {c.mode} x{result['world_size']} val_loss={'n/a' if val is None else f'{val:.4f}'} "
+        f"sent={result['comm_bytes'] / 1e6:.1f} MB per rank in {time.time() - t0:.0f}s; results in {cfg.run.dir}"
+    )
+    return 0

@@ -1,0 +1,124 @@
+"""Collaborative GPT runs in one process: config, peer KL, replica data, counting on one rank.
+
+The two-rank checks against hand references are in test_lm_collab_dist.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gpt_shards import char_shards, gpt_overrides
+
+from training.config import load_config
+
+
+def _cfg(shards: Path, run_dir: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return load_config(None, gpt_overrides(shards, run_dir, *extra))
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("collab.mode='gossip'", "collab.mode"),
+        ("collab.inner_steps=0", "collab.inner_steps"),
+        ("collab.outer_momentum=1.0", "collab.outer_momentum"),
+        ("collab.exchange_every=0", "collab.exchange_every"),
+        ("collab.partition='random'", "collab.partition"),
+        ("collab.fusion='average'", "collab.fusion"),  # peers with different inits
+    ],
+)
+def test_bad_collab_keys_are_named(tmp_path: Path, override: str, key: str) -> None:
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        load_config(None, gpt_overrides(tmp_path, tmp_path / "run", "collab.mode='dml'", override))
+
+
+def test_average_fusion_is_accepted_with_a_shared_init(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        gpt_overrides(
+            tmp_path, tmp_path / "r", "collab.mode='dml'", "collab.fusion='average'", "collab.same_init=true"
+        ),
+    )
+    assert cfg.collab.fusion == "average"  # type: ignore[union-attr]
+
+
+def test_fedavg_is_outer_sgd_at_lr_one_without_momentum(tmp_path: Path) -> None:
+    from training.lm_collab import outer_hyperparameters
+
+    cfg = load_config(
+        None, gpt_overrides(tmp_path, tmp_path / "r", "collab.mode='fedavg'", "collab.outer_lr=0.3")
+    )
+    assert outer_hyperparameters(cfg.collab) == (1.0, 0.0, False)  # type: ignore[arg-type]
+    cfg = load_config(None, gpt_overrides(tmp_path, tmp_path / "r", "collab.mode='diloco'"))
+    assert outer_hyperparameters(cfg.collab) == (0.7, 0.9, True)  # type: ignore[arg-type]
+
+
+def test_mean_pair_kl_equals_the_loop_over_pairs() -> None:
+    from training.lm_collab import mean_pair_kl
+
+    torch.manual_seed(0)
+    logp = torch.log_softmax(torch.randn(3, 2, 4, 7, dtype=torch.float64), dim=-1)
+    expected = torch.zeros(2, 4, dtype=torch.float64)
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                expected += (logp[i].exp() * (logp[i] - logp[j])).sum(dim=-1) / 6
+    torch.testing.assert_close(mean_pair_kl(logp), expected)
+    assert torch.equal(mean_pair_kl(logp[:1]), torch.zeros(2, 4, dtype=torch.float64))
+    same = torch.stack([logp[0], logp[0]])
+    torch.testing.assert_close(mean_pair_kl(same), torch.zeros(2, 4, dtype=torch.float64))
+
+
+def test_shards_partition_gives_each_replica_its_own_shards(tmp_path: Path) -> None:
+    from contracts.manifest import Manifest
+    from contracts.tokens import open_token_shard
+    from training.lm_collab import replica_windows
+
+    shards = char_shards(tmp_path / "shards", train_shards=2)
+    cfg = _cfg(shards, tmp_path / "r", "collab.partition='shards'")
+    manifest = Manifest.read(shards, kind="tokens")
+    for rank in range(2):
+        windows = replica_windows(cfg, manifest, rank, 2)
+        x, _ = windows.windows(np.array([0]))
+        own = open_token_shard(shards, "train", rank, manifest=manifest).tokens
+        assert x[0].tolist() == own[: cfg.model.block_size].tolist()
+    with pytest.raises(ValueError, match=r"collab\.partition"):
+        replica_windows(cfg, manifest, 2, 3)
+
+
+def test_one_rank_sends_nothing() -> None:
+    from training.comm import CommCounter, all_gather, all_reduce
+    from training.dist import distributed
+
+    with distributed():
+        counter = CommCounter()
+        t = torch.arange(5.0)
+        assert torch.equal(all_reduce(t, counter), torch.arange(5.0))
+        assert len(all_gather(t, counter)) == 1
+    assert counter.bytes_sent == 0 and counter.calls == 0
+
+
+def test_fedavg_of_one_replica_equals_plain_training(tmp_path: Path) -> None:
+    """One replica averaged with nobody is plain AdamW training: the GPT loop of lm_loop is the reference."""
+    from training.dist import distributed
+    from training.lm_collab import run_collab
+    from training.lm_loop import run_training
+
+    shards = char_shards(tmp_path / "shards")
+    with distributed() as ctx:
+        run_training(_cfg(shards, tmp_path / "plain"), ctx)
+        result = run_collab(
+            _cfg(shards, tmp_path / "fedavg", "collab.mode='fedavg'", "collab.inner_steps=2"), ctx
+        )
+    plain = torch.load(tmp_path / "plain" / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    fedavg = torch.load(tmp_path / "fedavg" / "checkpoint.pt", map_location="cpu", weights_only=False)[
+        "model"
+    ]
+    for k, v in plain.items():
+        torch.testing.assert_close(fedavg[k], v, rtol=0, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+    assert result["rounds"] == 3 and result["comm_bytes"] == 0
+    lines = (tmp_path / "fedavg" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert lines and all('"comm_bytes"' in line for line in lines)

@@ -1,0 +1,184 @@
+"""Every command in the README's ``bash`` blocks runs as written, in README order.
+
+The commands run with bash in a working copy of the repository (the repository's files linked in,
+an empty ``runs/``), so they write nothing into the checkout and later commands find what earlier
+ones made. A command is left out, with the reason shown as the skip message, when it:
+
+- is a ``make`` target (setup-level: ``make demo`` has its own test, ``make test`` is this suite,
+  the cluster targets need a cluster);
+- downloads data (no network here): when ``../shared/data`` holds the same file, it is copied to
+  where the download would put it instead, so the commands that read it still run;
+- reads ``../shared`` or a downloaded file that is not there.
+
+Runs that take many minutes as written (the GPT baby run, the CNN's 30 epochs, the comparison
+over 3 seeds) run with a shortening option appended (``LONG_RUNS``): every other part of the
+command is checked as written. A command whose README comment says ``exit N`` must exit with N.
+It launches torch ranks and takes minutes, so ``make test-fast`` leaves it out (``distributed``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.distributed
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+# Where each download line of the README puts its file, and the same file in ../shared/data.
+DOWNLOADS = {
+    "data/tinyshakespeare.txt": SHARED_DATA / "tinyshakespeare" / "input.txt",
+    "data/mnist/t10k-images-idx3-ubyte.gz": SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz",
+    "data/mnist/t10k-labels-idx1-ubyte.gz": SHARED_DATA / "mnist" / "t10k-labels-idx1-ubyte.gz",
+    "data/hongloumeng.txt": SHARED_DATA / "chinese-classics" / "hongloumeng.txt",
+    "data/books/2701-0.txt": SHARED_DATA / "gutenberg-moby-dick" / "2701-0.txt",
+    "data/books/1342-0.txt": SHARED_DATA / "gutenberg-pride-and-prejudice" / "1342-0.txt",
+}
+COMMAND_TIMEOUT_S = 900
+# Substring of a long command -> what is appended so that it finishes in seconds.
+LONG_RUNS = {
+    "conf/train/gpt_char.toml": "--set train.max_iters=20 --set train.eval_interval=10 --set train.eval_iters=2 "
+    "--set optim.warmup_iters=2 --set optim.lr_decay_iters=20",
+    "conf/train/cnn.toml": "--set train.epochs=2",
+    "collab --compare": "--seeds 1",
+}
+DOWNLOAD = re.compile(r"\b(curl|wget)\b")
+# A path under data/ (where the README's downloads go); not ../shared/data.
+DATA_PATH = re.compile(r"(?<![\w./])data/[\w./-]*")
+EXPECTED_EXIT = re.compile(r"#.*\bexit (\d+)\b")
+
+
+@dataclass(frozen=True)
+class Command:
+    line: int
+    text: str
+
+    @property
+    def expected_exit(self) -> int:
+        found = EXPECTED_EXIT.search(self.text)
+        return int(found.group(1)) if found else 0
+
+    def as_run(self) -> str:
+        """The command as run here: as written, plus the shortening option of a long run."""
+        code = self.text.partition("  #")[0]
+        extra = next((more for key, more in LONG_RUNS.items() if key in code), "")
+        return f"{code.rstrip()} {extra}".rstrip()
+
+    @property
+    def name(self) -> str:
+        words = [w for w in shlex.split(self.text, comments=True) if not w.startswith(("-", "PYSPARK"))]
+        return f"L{self.line}-" + "-".join(Path(w).name for w in words[:3])
+
+
+def readme_commands(text: str) -> list[Command]:
+    """The commands of every ```bash block: backslash continuations joined, trailing comments kept;
+    a comment line is kept with the command below it (it may say ``exit N``)."""
+    commands: list[Command] = []
+    in_block, pending, start, note = False, "", 0, ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_block = stripped == "```bash" and not in_block
+            note = ""
+            continue
+        if not in_block or not stripped:
+            continue
+        if not pending and stripped.startswith("#"):
+            note = stripped
+            continue
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending += stripped[:-1].rstrip() + " "
+            continue
+        command = pending + stripped
+        if note and EXPECTED_EXIT.search(note) and "#" not in command:
+            command += f"  {note}"
+        commands.append(Command(start, command))
+        pending, note = "", ""
+    return commands
+
+
+def skip_reason(command: Command, workdir: Path) -> str:
+    """Why ``command`` is not run here, or empty when it runs."""
+    words = shlex.split(command.text, comments=True)
+    if words and words[0] == "make":
+        return "a make target (setup-level; make demo and make test have their own runs)"
+    if DOWNLOAD.search(command.text):
+        return "a download (no network here); the file is copied from ../shared/data when present"
+    if "../shared" in command.text and not SHARED_DATA.is_dir():
+        return "reads ../shared/data, which is absent"
+    for path in DATA_PATH.findall(command.text):
+        if not any(rel.startswith(path) and (workdir / rel).exists() for rel in DOWNLOADS):
+            return f"reads {path}, downloaded by an earlier line and absent here"
+    return ""
+
+
+COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
+
+
+def test_the_readme_has_commands() -> None:
+    names = [c.text.split()[0] for c in COMMANDS]
+    assert len(COMMANDS) >= 10 and ".venv/bin/spark-collab" in names
+
+
+def test_extraction_joins_continuations_and_keeps_exit_notes() -> None:
+    text = (
+        "x\n```bash\n# note\necho a \\\n    b   # tail\n\n# fails, exit 3\nfalse\n```\n```\nnot bash\n```\n"
+    )
+    commands = readme_commands(text)
+    assert commands == [Command(4, "echo a b   # tail"), Command(8, "false  # fails, exit 3")]
+    assert [c.expected_exit for c in commands] == [0, 3]
+    assert commands[1].as_run() == "false"
+    long = Command(1, "spark-collab collab --compare --seeds 3    # arms")
+    assert long.as_run() == "spark-collab collab --compare --seeds 3 --seeds 1"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's top-level entries linked into a fresh directory, with empty runs/ and data/."""
+    work = tmp_path_factory.mktemp("readme")
+    for entry in ROOT.iterdir():
+        if entry.name not in {"runs", "data", "mlruns", ".git"}:
+            (work / entry.name).symlink_to(entry)
+    (work / "runs").mkdir()
+    for rel, source in DOWNLOADS.items():
+        if source.is_file():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, work / rel)
+    # ../shared/data, as the README's own relative paths see it from the working copy.
+    if SHARED_DATA.is_dir() and not (work.parent / "shared").exists():
+        (work.parent / "shared").symlink_to(SHARED_DATA.parent)
+    return work
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+def test_readme_command_runs(command: Command, workdir: Path) -> None:
+    reason = skip_reason(command, workdir)
+    if reason:
+        pytest.skip(reason)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYSPARK_GATEWAY_PORT", None)  # a fresh JVM per command, as in a user's shell
+    proc = subprocess.run(
+        ["bash", "-c", command.as_run()],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+    expected = command.expected_exit
+    assert proc.returncode == expected, (
+        f"README line {command.line}: {command.as_run()}\nexit {proc.returncode}\n{tail}"
+    )
+    if expected == 0:
+        assert not re.search(r"^Traceback", proc.stderr, re.MULTILINE), tail
