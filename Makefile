@@ -11,7 +11,7 @@ SETUP_STAMP := $(VENV)/.setup-done
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: setup check-java jvm-cache demo test test-fast lint format bench-wordcount bench-loader bench-train bench-collab bench-session bench-gpt bench-predict \
+.PHONY: setup check-java jvm-cache demo test test-fast lint format bench-wordcount bench-loader bench-train bench-collab bench-lm-collab bench-session bench-gpt bench-predict bench-corpus \
         cluster-up cluster-down cluster-status dist clean
 
 setup: $(SETUP_STAMP)
@@ -53,6 +53,10 @@ format: setup
 bench-wordcount: setup
 	$(PY) bench/wordcount.py $(BENCH_ARGS)
 
+# Corpus job: nanoGPT's tinyshakespeare counts, tokenization vs one process, datatrove end to end (docs/benchmarks.md).
+bench-corpus: setup
+	$(PY) bench/corpus.py $(BENCH_ARGS)
+
 # Shard loading: our loader vs TorchDistributor's DataFrame loader vs a bare pyarrow floor (docs/benchmarks.md).
 bench-loader: setup
 	$(PY) bench/loader.py $(BENCH_ARGS)
@@ -65,6 +69,10 @@ bench-train: setup
 # Paired comparison arms over seeds (DML vs independent; FedAvg IID vs non-IID vs centralized).
 bench-collab: setup
 	$(PY) bench/collab.py $(BENCH_ARGS)
+
+# GPT peers: DDP, DiLoCo, FedAvg, codistillation, independent (needs ../shared/data/tinyshakespeare)
+bench-lm-collab: setup
+	$(PY) bench/lm_collab.py $(BENCH_ARGS)
 
 # GPT: loop tokens/s vs a bare PyTorch loop, then the CPU config on tinyshakespeare (docs/benchmarks.md).
 bench-gpt: setup

@@ -47,6 +47,40 @@ def build_shards(out: Path) -> Path:
     return out
 
 
+def build_source_shards(files: list[Path], out: Path) -> Path:
+    """Non-IID char token shards: train shard i is the first 90 % of source file i, val the last 10 % of
+    every file (one document each). Written with the token-shard contract, the tokenizer beside them."""
+    import numpy as np
+
+    from contracts.manifest import Manifest
+    from contracts.tokenizer import CharTokenizer
+    from contracts.tokens import TOKENIZER_FILE, token_dtype_for, write_token_shard
+
+    texts = [f.read_text(encoding="utf-8").lstrip("\ufeff").replace("\r\n", "\n") for f in files]
+    tokenizer = CharTokenizer.train(texts)
+    dtype = token_dtype_for(tokenizer.vocab_size)
+    ids = [np.array(tokenizer.encode(t), dtype=np.int64) for t in texts]
+    cuts = [int(len(a) * 0.9) for a in ids]
+    train = [
+        write_token_shard(out, "train", i, a[:c], np.array([c]), dtype)
+        for i, (a, c) in enumerate(zip(ids, cuts, strict=True))
+    ]
+    tails = [a[c:] for a, c in zip(ids, cuts, strict=True)]
+    val = write_token_shard(out, "val", 0, np.concatenate(tails), np.array([len(t) for t in tails]), dtype)
+    Manifest(
+        kind="tokens",
+        splits={"train": {"shards": train}, "val": {"shards": [val]}},
+        source={"files": [str(f) for f in files], "partition": "one source file per train shard"},
+        extra={
+            "vocab_size": tokenizer.vocab_size,
+            "token_dtype": dtype,
+            "tokenizer": {"kind": "char", "file": TOKENIZER_FILE, "sha256": tokenizer.sha256()},
+        },
+    ).write(out)
+    tokenizer.save(out / TOKENIZER_FILE)
+    return out
+
+
 def arm_configs(args: argparse.Namespace, shards: Path, out: Path) -> dict[str, list[Any]]:
     """``{arm: [config per seed]}``; every arm shares the training and evaluation keys."""
     from training.config import load_config
@@ -73,6 +107,10 @@ def arm_configs(args: argparse.Namespace, shards: Path, out: Path) -> dict[str, 
         mode="dml", weight=args.kl_weight, exchange_every=args.exchange_every
     )
     collab["independent"] = LMCollabConfig(mode="independent")
+    partition = "shards" if args.non_iid else "windows"
+    collab = {k: dataclasses.replace(c, partition=partition) if c else c for k, c in collab.items()}
+    if args.arms:
+        collab = {k: c for k, c in collab.items() if k in args.arms.split(",")}
     arms: dict[str, list[Any]] = {}
     for arm, c in collab.items():
         arms[arm] = []
@@ -108,8 +146,11 @@ def summarize(results: dict[str, list[dict[str, Any]]], hs: list[int]) -> dict[s
             row["mean_peer_val_loss"] = mean_std([r["mean_peer_val_loss"] for r in runs])
             row["ensemble_val_loss"] = mean_std([r["ensemble_val_loss"] for r in runs])
         table[arm] = row
-    ddp = table["ddp"]
     goals: dict[str, Any] = {}
+    needed = ("ddp", f"diloco-H{hs[0]}", f"fedavg-H{hs[0]}", "independent")
+    if not all(a in table for a in needed) or not any(a.startswith("codistill") for a in table):
+        return {"arms": table, "goals": goals}  # a subset of the arms (--arms): no goal to score
+    ddp = table["ddp"]
     h = 50 if 50 in hs else hs[0]
     d = table[f"diloco-H{h}"]
     goals[f"diloco-H{h} val / ddp val"] = d["val_loss"][0] / ddp["val_loss"][0]
@@ -163,20 +204,28 @@ def main() -> int:
     parser.add_argument("--eval-interval", type=int, default=50)
     parser.add_argument("--eval-iters", type=int, default=10)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument(
+        "--non-iid",
+        default="",
+        metavar="FILE,FILE",
+        help="one text file per replica: each replica trains on its own file (collab.partition = shards)",
+    )
+    parser.add_argument("--arms", default="", help="comma-separated subset of the arms (default: all)")
     add_spark_arguments(parser)
     args = parser.parse_args()
-    if not args.shards and not TINYSHAKESPEARE.is_file():
+    if not (args.shards or args.non_iid) and not TINYSHAKESPEARE.is_file():
         sys.exit(f"error: {TINYSHAKESPEARE} not found; pass --shards (char token shards)")
-    from spark_jobs.launcher import launch
+    from spark_jobs.launch import launch
     from spark_jobs.session import job_session
     from training.lm_collab_report import plot_compare
 
     out = Path(args.output).absolute()
-    shards = (
-        Path(args.shards).absolute()
-        if args.shards
-        else build_shards(ROOT / "runs" / "bench" / "shakespeare_char_paragraphs")
-    )
+    if args.non_iid:
+        shards = build_source_shards([Path(f) for f in args.non_iid.split(",")], out / "source_shards")
+    elif args.shards:
+        shards = Path(args.shards).absolute()
+    else:
+        shards = build_shards(ROOT / "runs" / "bench" / "shakespeare_char_paragraphs")
     arms = arm_configs(args, shards, out)
     cfgs = [cfg for group in arms.values() for cfg in group]
     t0 = time.time()

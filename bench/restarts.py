@@ -7,12 +7,16 @@
    ``torchrun --max-restarts=1 -m training.loop`` with the same config and the same fault (its
    agent restarts the workers, which resume from the same checkpoints).
 2. Checkpoint cost: mean optimizer-step time of ``training.loop.train`` (one process) with a
-   checkpoint every N steps against none at all inside the epoch, as a percentage of step time.
+   checkpoint every N steps against none at all inside the epoch, as a percentage of step time;
+   with ``--gpt-corpus`` also for the GPT CPU config (``conf/train/gpt_char.toml``, one process,
+   ``--gpt-iters`` iterations, checkpoints every N iterations against none until the end).
 
 Usage::
 
     spark-collab shard --source mnist5k --output runs/shards/mnist5k --shards 2   # once
     python bench/restarts.py [--shards runs/shards/mnist5k] [--repeats 2]
+    spark-collab corpus ../shared/data/tinyshakespeare/input.txt --output runs/corpus/shakespeare_char --tokenizer char
+    python bench/restarts.py --skip-recovery --skip-classifier --gpt-corpus runs/corpus/shakespeare_char
 """
 
 from __future__ import annotations
@@ -111,6 +115,34 @@ def step_time(shards: Path, work: Path, every: int, epochs: int) -> float:
     return statistics.mean(r["epoch_time_s"] for r in lines[1:]) / steps_per_epoch
 
 
+def gpt_iteration_time(corpus: Path, work: Path, every: int, iters: int) -> float:
+    """Seconds per GPT iteration from the first step to the end (one final evaluation included)."""
+    import torch
+
+    from training.config import load_config
+    from training.lm_loop import train
+
+    torch.set_num_threads(1)
+    run_dir = work / f"gpt-every-{every}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = load_config(
+        REPO / "conf" / "train" / "gpt_char.toml",
+        [
+            f"data.shards='{corpus}'",
+            f"run.dir='{run_dir}'",
+            "launch.num_processes=1",
+            f"train.max_iters={iters}",
+            f"train.eval_interval={iters}",
+            "train.eval_iters=2",
+            f"train.log_interval={iters}",
+            f"run.checkpoint_every={every}",
+            "run.plots=false",
+        ],
+    )
+    timings = train(cfg)["timings"]
+    return (timings["end_unix"] - timings["first_step_unix"]) / iters
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shards", type=Path, default=REPO / "runs" / "shards" / "mnist5k")
@@ -118,6 +150,9 @@ def main() -> None:
     parser.add_argument("--fail-at", type=int, default=25, help="step at which rank 1 is killed")
     parser.add_argument("--every", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--skip-recovery", action="store_true")
+    parser.add_argument("--skip-classifier", action="store_true", help="no classifier checkpoint-cost runs")
+    parser.add_argument("--gpt-corpus", type=Path, default=None, help="char token shards for the GPT config")
+    parser.add_argument("--gpt-iters", type=int, default=200)
     args = parser.parse_args()
     shards = args.shards.absolute()
     work = Path(tempfile.mkdtemp(prefix="bench-restarts-"))
@@ -130,13 +165,31 @@ def main() -> None:
             mo, mb = statistics.median(ours), statistics.median(bare)
             print(f"death -> training again: spark-collab {mo:.2f}s {ours}, torchrun {mb:.2f}s {bare}")
             print(f"  ratio spark-collab / torchrun --max-restarts: {mo / mb:.2f}x")
-        base = statistics.median(step_time(shards, work, 0, 3) for _ in range(args.repeats))
-        print(f"step time without step checkpoints: {base * 1e3:.3f} ms")
-        for every in args.every:
-            t = statistics.median(step_time(shards, work, every, 3) for _ in range(args.repeats))
+        if not args.skip_classifier:
+            base = statistics.median(step_time(shards, work, 0, 3) for _ in range(args.repeats))
+            print(f"step time without step checkpoints: {base * 1e3:.3f} ms")
+            for every in args.every:
+                t = statistics.median(step_time(shards, work, every, 3) for _ in range(args.repeats))
+                print(
+                    f"  checkpoint every {every:>4} steps: {t * 1e3:.3f} ms/step, "
+                    f"overhead {100 * (t / base - 1):+.1f}%"
+                )
+        if args.gpt_corpus is not None:
+            corpus = args.gpt_corpus.absolute()
+            runs: dict[int, list[float]] = {every: [] for every in (0, *args.every)}
+            for _ in range(args.repeats):  # alternate the settings inside each repeat
+                for every in runs:
+                    runs[every].append(gpt_iteration_time(corpus, work, every, args.gpt_iters))
+            base = statistics.median(runs[0])
             print(
-                f"  checkpoint every {every:>4} steps: {t * 1e3:.3f} ms/step, overhead {100 * (t / base - 1):+.1f}%"
+                f"GPT (gpt_char, 1 process) iteration time without step checkpoints: {base * 1e3:.1f} ms {runs[0]}"
             )
+            for every in args.every:
+                t = statistics.median(runs[every])
+                print(
+                    f"  checkpoint every {every:>4} iterations: {t * 1e3:.1f} ms/iter, "
+                    f"overhead {100 * (t / base - 1):+.1f}% {runs[every]}"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)")

@@ -6,7 +6,7 @@
    10% slower (ratio >= 0.90).
 2. Launch: seconds from the launch call to the start of the rank function (and to its process
    group being ready, which both pay), for
-   ``spark_jobs.launcher.launch`` (warm SparkSession, TorchDistributor local mode) against a bare
+   ``spark_jobs.launch.launch`` (warm SparkSession, TorchDistributor local mode) against a bare
    ``torchrun`` of the same trivial function (``bench/trivial_rank.py``; 2 ranks each; both join a
    gloo process group), with plain ``TorchDistributor.run`` of it as a third peer.
    Target: within 1.3x.
@@ -157,7 +157,7 @@ def bare_torchrun_trivial(tmp: Path) -> tuple[float, float]:
 def launcher_trivial() -> tuple[float, float]:
     from trivial_rank import trivial
 
-    from spark_jobs.launcher import launch
+    from spark_jobs.launch import launch
 
     t0 = time.time()
     result = launch(trivial, None, num_processes=2, local_mode=True, timeout_s=300)

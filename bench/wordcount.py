@@ -2,13 +2,21 @@
 
     python bench/wordcount.py --sizes 50,200 --tokenizers whitespace,words
     python bench/wordcount.py --real            # the texts in ../shared/data, when present
+    python bench/wordcount.py --whole-process --sizes 300 --repeat 3
 
 Every tool counts the same corpus with the same tokenizer; every result is compared with the
 single-threaded Counter's (a mismatch is printed and makes the exit code 1). The corpus is the
 seeded Zipf text of ``spark_jobs.demo_text``, generated once per size and cached under
 ``runs/bench/corpus``. Spark start-up (JVM + session, and a tiny warm-up job that starts the Python
-workers) is timed on its own and is not part of any job time. The peers below are written
-here on purpose: they are the yardsticks, not part of the product.
+workers) is timed on its own and is not part of any job time. With ``--repeat N`` the tools take
+turns, round by round, so that a busy machine slows them alike; the median is reported (the Counter
+loop, the reference, runs once).
+
+``--whole-process`` times whole commands instead, start-up included: a fresh ``spark-collab
+wordcount FILE --tokenizer whitespace`` against a fresh Python running one thread of ``str.split``
+and ``Counter`` over the same file (read in 16 MB blocks of whole lines, its counts pickled), wall
+clock, alternating. The peers below are written here on purpose: they are the yardsticks, not part
+of the product.
 """
 
 from __future__ import annotations
@@ -16,7 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
+import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -144,56 +155,160 @@ def _available(module: str) -> bool:
     return True
 
 
+def _differing(reference: Counts, result: Counts) -> int:
+    return sum(1 for w in reference.keys() | result.keys() if reference.get(w) != result.get(w))
+
+
+def _row(tool: str, runs: list[float], reference: Counts, result: Counts) -> dict:
+    differing = _differing(reference, result)
+    row = {
+        "tool": tool,
+        "seconds": statistics.median(runs),
+        "runs": runs,
+        "agrees": differing == 0,
+        "differing_words": differing,
+        "tokens": sum(result.values()),
+        "distinct": len(result),
+    }
+    shown = " ".join(f"{r:.2f}" for r in runs)
+    print(f"  {tool:<10} median {row['seconds']:8.2f} s (runs {shown})  "
+          f"{'ok' if differing == 0 else f'DIFFERS on {differing} words'}", flush=True)  # fmt: skip
+    return row
+
+
 def bench_one(spark, path: Path, tokenizer: str, tools: list[str], out: Path, repeat: int) -> list[dict]:
-    """Time every tool on one (corpus, tokenizer); the Counter loop is the reference for the others."""
-    rows = []
-    reference: Counts | None = None
+    """Time every tool on one (corpus, tokenizer); the Counter loop is the reference for the others.
+
+    The tools take turns round by round, so that load from other processes falls on all of them alike.
+    """
+    runners: dict[str, Callable[[], Counts]] = {"counter": lambda: counter_loop(path, tokenizer)}
     for tool in tools:
-        if tool in ("duckdb", "polars") and (tokenizer == "cjk" or not _available(tool)):
-            continue
-        runs = []
-        result: Counts = {}
-        for _ in range(repeat):
-            if tool == "counter":
-                seconds, result = timed(lambda: counter_loop(path, tokenizer))
-            elif tool == "classic":
-                seconds, result = timed(lambda: classic_rdd(spark, path, tokenizer))
-            elif tool == "duckdb":
-                seconds, result = timed(lambda: duckdb_count(path, tokenizer))
-            elif tool == "polars":
-                seconds, result = timed(lambda: polars_count(path, tokenizer))
-            else:
-                seconds, result = timed(lambda tool=tool: ours(spark, path, tokenizer, tool, out))
-            runs.append(seconds)
-        if reference is None:
-            reference = result
-        differing = sum(1 for w in reference.keys() | result.keys() if reference.get(w) != result.get(w))
-        rows.append(
-            {
-                "tool": tool,
-                "seconds": min(runs),
-                "runs": runs,
-                "agrees": differing == 0,
-                "differing_words": differing,
-                "tokens": sum(result.values()),
-                "distinct": len(result),
-            }
-        )
-        print(f"  {tool:<10} {min(runs):8.2f} s  {'ok' if differing == 0 else f'DIFFERS on {differing} words'}",
-              flush=True)  # fmt: skip
-    return rows
+        if tool == "classic":
+            runners[tool] = lambda: classic_rdd(spark, path, tokenizer)
+        elif tool == "duckdb" and tokenizer != "cjk" and _available(tool):
+            runners[tool] = lambda: duckdb_count(path, tokenizer)
+        elif tool == "polars" and tokenizer != "cjk" and _available(tool):
+            runners[tool] = lambda: polars_count(path, tokenizer)
+        elif tool in wordcount.ENGINES:
+            runners[tool] = lambda tool=tool: ours(spark, path, tokenizer, tool, out)
+    runs: dict[str, list[float]] = {tool: [] for tool in runners}
+    results: dict[str, Counts] = {}
+    for round_no in range(repeat):
+        for tool, run in runners.items():
+            if tool == "counter" and round_no > 0:
+                continue  # the reference: once is enough
+            seconds, results[tool] = timed(run)
+            runs[tool].append(seconds)
+    reference = results["counter"]
+    return [_row(tool, runs[tool], reference, results[tool]) for tool in runners]
+
+
+# ------------------------------------------------------------------ whole process
+
+# One Python thread, the fastest plain way: big blocks of whole lines, str.split, Counter.update.
+_SPLIT_COUNTER_SCRIPT = """
+import pickle, sys
+from collections import Counter
+counts = Counter()
+with open(sys.argv[1], "rb") as handle:
+    while block := handle.read(16 << 20):
+        block += handle.readline()
+        counts.update(block.decode("utf-8", errors="replace").split())
+with open(sys.argv[2], "wb") as out:
+    pickle.dump(counts, out, protocol=pickle.HIGHEST_PROTOCOL)
+"""
+
+
+def _wall(command: list[str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return seconds
+
+
+def _spark_collab_command() -> list[str]:
+    script = Path(sys.executable).parent / "spark-collab"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "spark_jobs"]
+
+
+def bench_whole_process(path: Path, out: Path, master: str, repeat: int) -> list[dict]:
+    """Wall clock of fresh processes, start-up included: ``spark-collab wordcount`` against one Python thread."""
+    import pyarrow.dataset as ds
+
+    out.mkdir(parents=True, exist_ok=True)
+    pickled = out / "split-counter.pickle"
+    commands = {
+        "split+Counter": [sys.executable, "-c", _SPLIT_COUNTER_SCRIPT, str(path), str(pickled)],
+        "spark-collab": [
+            *_spark_collab_command(),
+            "wordcount",
+            str(path),
+            "--output",
+            str(out / "wc"),
+            "--tokenizer",
+            "whitespace",
+            "--overwrite",
+            "--master",
+            master,
+        ],
+    }
+    runs: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, command in commands.items():
+            runs[name].append(_wall(command))
+    with open(pickled, "rb") as handle:
+        reference: Counts = dict(pickle.load(handle))
+    table = ds.dataset(out / "wc", format="parquet").to_table()
+    ours_counts = dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist(), strict=True))
+    return [
+        _row("split+Counter", runs["split+Counter"], reference, reference),
+        _row("spark-collab", runs["spark-collab"], reference, ours_counts),
+    ]
 
 
 def print_table(title: str, rows: list[dict], ours_tool: str) -> None:
     base = next((r["seconds"] for r in rows if r["tool"] == ours_tool), None)
     print(f"\n{title}")
-    print(f"| tool | seconds | {ours_tool} speed-up vs tool | counts agree |")
+    print(f"| tool | median seconds | {ours_tool} speed-up vs tool | counts agree |")
     print("|---|---:|---:|---|")
     for r in rows:
         ratio = f"{r['seconds'] / base:.2f}x" if base else "-"
         agree = "yes" if r["agrees"] else f"no ({r['differing_words']} words)"
         print(f"| {r['tool']} | {r['seconds']:.2f} | {ratio} | {agree} |")
     print(f"({rows[0]['tokens']} tokens, {rows[0]['distinct']} distinct)")
+
+
+def _corpus_path(work: Path, size_mb: int, seed: int) -> Path:
+    return work / "corpus" / f"zipf-{size_mb}mb-seed{seed}.txt"
+
+
+def _ensure_corpus(path: Path, size_mb: int, seed: int) -> None:
+    if not path.exists():
+        started = time.perf_counter()
+        write_zipf_corpus(path, size_mb * MB, seed=seed)
+        print(f"generated {path} in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def _main_whole_process(args: argparse.Namespace, work: Path) -> int:
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, master {args.master}, {os.cpu_count()} CPUs, whole processes"
+    )
+    failed = False
+    all_rows = []
+    for size in [int(s) for s in args.sizes.split(",") if s]:
+        path = _corpus_path(work, size, args.seed)
+        _ensure_corpus(path, size, args.seed)
+        title = f"{size} MB Zipf corpus [whitespace], whole process"
+        print(f"\n{title}", flush=True)
+        rows = bench_whole_process(path, work / "out-whole", args.master, args.repeat)
+        print_table(title, rows, "spark-collab")
+        failed |= not all(r["agrees"] for r in rows)
+        all_rows += [{"case": title, "bytes": path.stat().st_size, **r} for r in rows]
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": all_rows}, indent=1))
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,16 +319,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizers", default="whitespace,words")
     parser.add_argument("--tools", default="counter,arrow,dataframe,rdd,classic,duckdb,polars")
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest is reported")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per tool, in turns; the median is reported"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real", action="store_true", help="bench the texts in ../shared/data instead")
     parser.add_argument("--work", default=str(REPO_ROOT / "runs" / "bench"), help="corpus cache and outputs")
     parser.add_argument("--json", default="", help="also write all rows to this JSON file")
+    parser.add_argument(
+        "--whole-process",
+        action="store_true",
+        help="time fresh `spark-collab wordcount` commands (start-up included) against one Python thread",
+    )
     args = parser.parse_args(argv)
 
     work = Path(args.work)
     tools = ["counter", *[t for t in args.tools.split(",") if t and t != "counter"]]
     os.environ.setdefault("POLARS_MAX_THREADS", "2")
+    if args.whole_process:
+        return _main_whole_process(args, work)
     started = time.perf_counter()
     spark = get_spark_session(
         "bench-wordcount",
@@ -240,11 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = [(f"{rel} [{tok}]", shared / rel, tok) for rel, tok in REAL_TEXTS if (shared / rel).exists()]
     else:
         for size in [int(s) for s in args.sizes.split(",") if s]:
-            path = work / "corpus" / f"zipf-{size}mb-seed{args.seed}.txt"
-            if not path.exists():
-                t = time.perf_counter()
-                write_zipf_corpus(path, size * MB, seed=args.seed)
-                print(f"generated {path} in {time.perf_counter() - t:.1f} s", flush=True)
+            path = _corpus_path(work, size, args.seed)
+            _ensure_corpus(path, size, args.seed)
             cases += [
                 (f"{size} MB Zipf corpus [{tok}]", path, tok) for tok in args.tokenizers.split(",") if tok
             ]

@@ -31,14 +31,21 @@ TORCHRUN_ATTEMPT_ENV = "TORCHELASTIC_RESTART_COUNT"
 # per step (one small file rename every half second).
 BEAT_INTERVAL_S = 0.5
 STARTING = -1  # the step recorded before the first optimizer step
+BEAT_KIND = "beat"  # rank-<r>.beat
+STACK_KIND = "stack"  # rank-<r>.stack
+
+
+def rank_file(launch_dir: str | os.PathLike, rank: int, kind: str) -> Path:
+    """``rank-<rank>.<kind>`` in the launch directory: the name of every per-rank file of a launch."""
+    return Path(launch_dir) / f"rank-{rank}.{kind}"
 
 
 def heartbeat_path(launch_dir: str | os.PathLike, rank: int) -> Path:
-    return Path(launch_dir) / f"rank-{rank}.beat"
+    return rank_file(launch_dir, rank, BEAT_KIND)
 
 
 def stack_path(launch_dir: str | os.PathLike, rank: int) -> Path:
-    return Path(launch_dir) / f"rank-{rank}.stack"
+    return rank_file(launch_dir, rank, STACK_KIND)
 
 
 def current_attempt() -> int:

@@ -12,7 +12,10 @@ A run directory (``run.dir``) holds what one ``train`` or ``collab`` run leaves 
     agreement.png     peer disagreement (collab)
     peers.pt          every peer's final parameters and init fingerprint (collab; what predict loads)
     launch/           per-rank status files of the last launch
-    .lock             held while a job writes here
+
+While a job writes a run directory it holds a lock beside it, ``.NAME.lock`` in the parent
+directory (``spark_jobs/locks.py``): outside, so that replacing the whole directory and two jobs
+aimed at the same ``run.dir`` share one lock.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ ACCURACY_PLOT = "accuracy.png"
 AGREEMENT_PLOT = "agreement.png"
 PEER_MODELS = "peers.pt"
 LAUNCH_DIR = "launch"
-LOCK = ".lock"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_SUFFIX = ".pt"
@@ -89,10 +91,6 @@ class RunDir:
     @property
     def launch(self) -> Path:
         return self.root / LAUNCH_DIR
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK
 
     def earlier_run(self) -> list[str]:
         """The names of what an earlier run left here (empty for a fresh directory)."""

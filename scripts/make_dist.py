@@ -1,4 +1,4 @@
-"""Build ``dist/spark_collab.zip``: the ``spark_jobs`` and ``training`` packages for ``spark-submit --py-files``.
+"""Build ``dist/spark_collab.zip``: the ``contracts``, ``spark_jobs`` and ``training`` packages for ``spark-submit --py-files``.
 
 Only ``.py`` sources go in (no ``__pycache__``), in sorted order with a fixed timestamp, so the same
 sources always give the same archive (executors cache ``--py-files`` by content on some managers).
@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("spark_jobs", "training")
+PACKAGES = ("contracts", "spark_jobs", "training")
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 

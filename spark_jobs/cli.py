@@ -57,7 +57,7 @@ def run_cli(job: Callable[[Sequence[str] | None], int | None], argv: Sequence[st
     :class:`JobInputError` exits 2, :class:`JobFailure` and a driver JVM that died exit 1; the
     full traceback of a failure goes to a log file named in the line (see :func:`failure_log`).
     Ctrl-C (SIGINT) and SIGTERM stop the job as an exception would, then print one line and exit
-    130 or 143 (a training launch kills its ranks on the way; see ``spark_jobs.launcher``).
+    130 or 143 (a training launch kills its ranks on the way; see ``spark_jobs.launch``).
     """
     try:
         with _sigterm_unwinds():

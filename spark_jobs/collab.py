@@ -33,32 +33,18 @@ from spark_jobs.cli import (
     run_cli,
     with_absolute_paths,
 )
-from spark_jobs.errors import JobInputError, full_disk_error, storage_error
+from spark_jobs.errors import EXIT_FAILURE, JobInputError, full_disk_error, storage_error
 from spark_jobs.output import staged_output
-from spark_jobs.preflight import check_model_fits, check_test_matches_train, refuse_unread_keys
+from spark_jobs.preflight import check_model_fits, check_test_matches_train
 from spark_jobs.session import add_spark_arguments, job_session, job_session_in_background
 from spark_jobs.wording import plural
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
 
-EXIT_RANK_FAILURE = 1
 DEFAULT_COMPARE_CONFIG = "conf/collab/compare.toml"
 # The three ways of cutting the training data into clients that the comparison puts side by side.
 COMPARE_PARTITIONS = (("iid", "iid"), ("pathological", "pathological:2"), ("dirichlet0.1", "dirichlet:0.1"))
-# Keys of the shared config format that collaborative training does not read: every peer or client
-# trains plainly in float32 on one rank, evaluates on the test split only, writes no checkpoint,
-# always draws its plots and never resumes.
-UNREAD_KEYS = (
-    "train.strategy",
-    "train.bf16",
-    "data.val_split",
-    "run.resume",
-    "run.checkpoint",
-    "run.checkpoint_every",
-    "run.keep_checkpoints",
-    "run.plots",
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,23 +81,15 @@ def _load(config: str | None, overrides: Sequence[str]) -> TrainConfig:
 
     try:
         cfg = load_config(config, overrides, check=False)
-        # train.batch_size is per peer / per client here, not a global batch split over the ranks,
-        # so the data-parallel rule "a multiple of launch.num_processes" must not apply: validate
-        # everything else on a copy whose batch satisfies it.
-        per_rank = dataclasses.replace(
-            cfg.train, batch_size=max(cfg.train.batch_size, 0) * cfg.launch.num_processes
-        )
-        validate(dataclasses.replace(cfg, train=per_rank))
+        if cfg.collab is not None:
+            validate(cfg)
     except ValueError as exc:
         raise JobInputError(str(exc)) from None
-    if cfg.train.batch_size < 1:
-        raise JobInputError("train.batch_size: must be >= 1 (the batch of one peer or client)")
     if cfg.collab is None:
         raise JobInputError(
             f"--config {config}: no [collab] section; collaborative runs need one (see conf/collab/dml.toml), "
             "or use `spark-collab train` for plain data-parallel training"
         )
-    refuse_unread_keys(cfg, UNREAD_KEYS, "spark-collab collab")
     return cfg
 
 
@@ -181,7 +159,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
 def _launch(fn: Any, payload: Any, cfg: TrainConfig, launch_dir: Path, restarts: list | None = None) -> Any:
     """Launch ``fn(payload)``. With ``launch.max_restarts``, a failed launch is rerun from the
     start (collaborative runs keep no checkpoints), each restart appended to ``restarts``."""
-    from spark_jobs.launcher import launch
+    from spark_jobs.launch import launch
 
     return launch(
         fn,
@@ -197,7 +175,7 @@ def _launch(fn: Any, payload: Any, cfg: TrainConfig, launch_dir: Path, restarts:
 
 
 def _run_one(args: argparse.Namespace) -> int:
-    from spark_jobs.launcher import LaunchError
+    from spark_jobs.launch import LaunchError
     from training import tracking
     from training.collab_report import progress_lines, step_key, summary_line, write_run
     from training.config import describe
@@ -321,7 +299,7 @@ def _make_shards(args: argparse.Namespace, root: Path) -> dict[str, str]:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from spark_jobs.launcher import LaunchError
+    from spark_jobs.launch import LaunchError
     from training.collab_report import format_summary, plot_compare, summarize
 
     base = _load(args.config or DEFAULT_COMPARE_CONFIG, args.set)
@@ -386,7 +364,7 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         return _run_compare(args) if args.compare else _run_one(args)
     except _Failed:
-        return EXIT_RANK_FAILURE
+        return EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

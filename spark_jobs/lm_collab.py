@@ -122,7 +122,7 @@ def run_gpt_collab(args: argparse.Namespace) -> int:
     if args.describe:
         print(describe(_load(args)))
         return 0
-    from spark_jobs.launcher import LaunchError, launch
+    from spark_jobs.launch import LaunchError, launch
     from spark_jobs.restarts import resume_from_checkpoint
 
     t0 = time.time()

@@ -376,7 +376,8 @@ def first_bad_ids(df: DataFrame, cols: InputColumns, feature_dim: int) -> list[i
     from pyspark.sql import functions as F
 
     ok = well_formed(F.col(cols.features), feature_dim)
-    rows = df.where(~ok | ok.isNull()).select(F.col(cols.id).cast("long")).limit(SHOWN_BAD_IDS).collect()
+    bad = df.where(~ok | ok.isNull()).select(F.col(cols.id).cast("long").alias("id"))
+    rows = bad.orderBy("id").limit(SHOWN_BAD_IDS).collect()
     return [int(r[0]) for r in rows]
 
 

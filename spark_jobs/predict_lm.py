@@ -38,6 +38,11 @@ def load_language_model(opts: PredictOptions) -> LanguageModel:
 
     if opts.fusion is not None:
         raise JobInputError(f"--fusion {opts.fusion}: {opts.run} is a GPT run with one model; drop --fusion")
+    if opts.ship_model:
+        raise JobInputError(
+            f"--ship-model: not available for GPT runs; put {opts.run} where every executor reads it "
+            "(shared storage) and drop --ship-model"
+        )
     try:
         return load_language_model(opts.run)
     except InferenceError as exc:
@@ -154,15 +159,15 @@ def score(spark: SparkSession, opts: PredictOptions, lm: LanguageModel | None = 
         frame = scores_frame(docs, lm, opts, torch_threads)
         if opts.bad_rows == "fail":
             frame = frame.cache()
-            ids = [
-                int(r[0]) for r in frame.where("tokens IS NULL").select("id").limit(SHOWN_BAD_IDS).collect()
-            ]
+            bad = frame.where("tokens IS NULL").select("id").orderBy("id").limit(SHOWN_BAD_IDS)
+            ids = [int(r[0]) for r in bad.collect()]
             if ids:
                 raise JobInputError(
                     f"--input {opts.input}: documents that are null or hold characters outside the run's "
                     f"vocabulary, ids {', '.join(map(str, ids))}; fix or drop them, or pass --bad-rows null"
                 )
         frame.write.parquet(str(staging / PREDICTIONS_DIR))
+        frame.unpersist()
         report = write_report(spark, staging, opts, lm)
     return PredictSummary(
         rows=report["rows"],

@@ -72,23 +72,6 @@ def check_model_fits(cfg: TrainConfig, manifest: Mapping[str, Any], models: Sequ
             )
 
 
-def refuse_unread_keys(cfg: TrainConfig, unread: Sequence[str], job: str) -> None:
-    """Refuse a non-default value of a key that ``job`` accepts (the config format is shared) but does
-    not read: a setting that silently does nothing is worse than an error."""
-    from training.config import TrainConfig as Defaults
-
-    defaults = Defaults()
-    for key in unread:
-        section, _, name = key.partition(".")
-        value = getattr(getattr(cfg, section), name)
-        default = getattr(getattr(defaults, section), name)
-        if value != default:
-            raise JobInputError(
-                f"{key}={_toml(value)}: `{job}` does not use this key; remove it from the config "
-                f"(or set it back to {_toml(default)})"
-            )
-
-
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(d) for d in shape)
 

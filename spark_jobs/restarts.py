@@ -21,7 +21,7 @@ from contracts.checkpoints import latest_intact_step
 from contracts.rundir import RunDir
 
 if TYPE_CHECKING:
-    from spark_jobs.launcher import RestartRecord
+    from spark_jobs.launch import RestartRecord
     from training.config import TrainConfig
 
 

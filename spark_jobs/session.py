@@ -237,10 +237,11 @@ def get_spark_session(
 
     submitted = _submitted_conf()
     props = resolve_spark_conf(master, conf or {}, defaults_file, submitted)
+    effective = props.get("spark.master") or submitted.get("spark.master")
+    if effective:
+        check_master_url(effective)  # a mistake even when a running session is reused
     if not _session_running():
-        effective = props.get("spark.master") or submitted.get("spark.master")
         if effective:
-            check_master_url(effective)
             check_master_reachable(effective)
         if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we start the JVM (not spark-submit)
             props = jvm_cache.with_archive(props)

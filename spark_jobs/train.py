@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contracts.rundir import RESULT
+from contracts.rundir import RESULT, RunDir
 from spark_jobs.cli import (
     HelpFormatter,
     add_config_arguments,
@@ -28,7 +28,7 @@ from spark_jobs.cli import (
     run_cli,
     with_absolute_paths,
 )
-from spark_jobs.errors import JobInputError, full_disk_error, storage_error
+from spark_jobs.errors import EXIT_FAILURE, JobInputError, full_disk_error, storage_error
 from spark_jobs.locks import output_lock
 from spark_jobs.output import check_writable
 from spark_jobs.preflight import check_model_fits, check_test_matches_train
@@ -41,9 +41,6 @@ if TYPE_CHECKING:
     from training.config import TrainConfig
 
 # What a run directory may hold; --overwrite removes exactly these (never anything else).
-RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json", "curves.png")
-RUN_DIRS = ("launch", "checkpoints")
-EXIT_RANK_FAILURE = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +118,7 @@ def _check_inputs(cfg: TrainConfig, overwrite: bool) -> tuple[TrainConfig, list[
     run_dir = Path(cfg.run.dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise JobInputError(f"run.dir {run_dir} exists and is not a directory")
-    earlier = [name for name in (*RUN_FILES, *RUN_DIRS) if (run_dir / name).exists()]
+    earlier = RunDir.at(run_dir).earlier_run()
     if not earlier or cfg.run.resume:
         return cfg, []
     if not overwrite:
@@ -158,7 +155,7 @@ def _with_offered_processes(cfg: TrainConfig, spark: SparkSession) -> TrainConfi
     """``cfg`` with ``launch.num_processes="auto"`` replaced by what Spark offers (spark_jobs/resources.py)."""
     import dataclasses
 
-    from spark_jobs.resources import offered_processes
+    from spark_jobs.launch.resources import offered_processes
 
     n = offered_processes(spark, cfg.launch.local_mode, cfg.launch.use_gpu)
     where = "GPUs" if cfg.launch.use_gpu else "task slots"
@@ -176,7 +173,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
         print(describe(_load(args)))
         return 0
-    from spark_jobs.launcher import LaunchError, RestartRecord, launch
+    from spark_jobs.launch import LaunchError, RestartRecord, launch
     from spark_jobs.restarts import record_restarts, resume_from_checkpoint
 
     cfg, earlier = _check_inputs(_load(args, check=False), args.overwrite)
@@ -190,7 +187,7 @@ def _run(argv: Sequence[str] | None) -> int:
         spark = wait_for_spark()
         spark.sparkContext.setLocalProperty("callSite.short", "spark-collab train")
         if cfg.launch.use_gpu:
-            from spark_jobs.resources import check_gpus_offered
+            from spark_jobs.launch.resources import check_gpus_offered
 
             check_gpus_offered(spark, cfg.launch.local_mode)
         restarts: list[RestartRecord] = []
@@ -215,7 +212,7 @@ def _run(argv: Sequence[str] | None) -> int:
             if storage is not None:  # a full disk or unwritable run.dir: one line, not rank tracebacks
                 raise storage from exc
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_RANK_FAILURE
+            return EXIT_FAILURE
         if restarts:
             record_restarts(cfg.run.dir, restarts)
             result["restarts"] = restarts

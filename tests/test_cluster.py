@@ -122,7 +122,7 @@ def test_cluster_is_up_on_loopback_and_up_is_idempotent(two_workers: Cluster) ->
     assert shown.stdout.count(" ALIVE ") == 2
 
 
-def test_dist_archive_holds_both_packages(cluster: Cluster) -> None:
+def test_dist_archive_holds_every_package(cluster: Cluster) -> None:
     import sys
     import zipfile
 
@@ -130,7 +130,7 @@ def test_dist_archive_holds_both_packages(cluster: Cluster) -> None:
     names = zipfile.ZipFile(zip_path).namelist()
     expected = {
         p.relative_to(REPO_ROOT).as_posix()
-        for package in ("spark_jobs", "training")
+        for package in ("contracts", "spark_jobs", "training")
         for p in (REPO_ROOT / package).rglob("*.py")
         if "__pycache__" not in p.parts
     }
@@ -139,7 +139,8 @@ def test_dist_archive_holds_both_packages(cluster: Cluster) -> None:
     # (and with it the editable install), and the working directory is outside the repository.
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import spark_jobs.errors as e; "
-        "assert e.__file__.startswith(sys.argv[1]), e.__file__"
+        "import contracts.manifest as m; "
+        "assert e.__file__.startswith(sys.argv[1]) and m.__file__.startswith(sys.argv[1]), e.__file__"
     )
     subprocess.run([sys.executable, "-S", "-c", code, str(zip_path)], check=True, cwd=cluster.directory)
 

@@ -151,7 +151,29 @@ def test_every_field_has_a_docstring() -> None:
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
         assert not missing, f"[{name}] fields without a docstring: {missing}"
     text = describe()
-    assert "fail_at_step" in text and "GLOBAL batch size" in text
+    assert "fail_at_step" in text and "one optimizer step of one model" in text
+
+
+def test_describe_lists_only_the_keys_the_job_reads() -> None:
+    train_text = describe(TrainConfig())
+    assert "[collab]" not in train_text and "strategy = 'ddp'" in train_text
+    collab_text = describe(TrainConfig(collab=CollabConfig()))
+    assert "[collab]" in collab_text
+    for key in ("strategy", "bf16", "val_split", "resume", "checkpoint_every", "plots"):
+        assert f"  {key} = " not in collab_text, key
+
+
+def test_collab_refuses_keys_it_does_not_read_on_any_side(tmp_path: Path) -> None:
+    # validate() is what the ranks run too, so a rank started without the CLI refuses the same way.
+    with pytest.raises(ValueError, match=r"^train.strategy='fsdp': collaborative training does not use"):
+        load_config(write(tmp_path, '[collab]\nmode = "dml"\n'), ["train.strategy=fsdp"])
+    # train.batch_size is the batch of one model: per peer here, so no multiple of the ranks is needed.
+    cfg = load_config(write(tmp_path, '[collab]\nmode = "dml"\n'), ["train.batch_size=33"])
+    assert cfg.train.batch_size == 33
+    with pytest.raises(
+        ValueError, match=r"train\.batch_size: batch 33 must be a multiple of launch\.num_processes=2"
+    ):
+        load_config(None, ["train.batch_size=33", "launch.num_processes=2"])
 
 
 def test_shipped_configs_are_valid() -> None:

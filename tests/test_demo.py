@@ -28,6 +28,7 @@ def test_demo_text_is_cpythons_documentation() -> None:
 
 
 @pytest.mark.distributed
+@pytest.mark.timeout(2400)  # five jobs and two launches; at load 30 it took over 15 minutes
 def test_tiny_demo_summary_matches_references(
     spark, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -56,7 +56,7 @@ def val_losses(run_dir: Path) -> list[float]:
 
 
 def test_ddp_and_fsdp_on_two_ranks_equal_one_process(spark, shards: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from spark_jobs.launcher import launch
+    from spark_jobs.launch import launch
     from training.dist import distributed
     from training.lm_loop import run_training
 

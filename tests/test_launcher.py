@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.launcher import _rank_entry, _record_error, diagnose, resolve_function
+from spark_jobs.launch import diagnose, resolve_function
+from spark_jobs.launch.rank import rank_entry
+from spark_jobs.launch.status import write_error
 
 
 def started(d: Path, *ranks: int) -> None:
@@ -64,13 +66,13 @@ def test_rank_that_vanished_is_blamed_over_peers_that_lost_it(tmp_path: Path) ->
 
 def test_rank_entry_records_result_and_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RANK", "3")
-    # _rank_entry traps SIGTERM (right in a rank process): keep it from replacing pytest's handler.
+    # rank_entry traps SIGTERM (right in a rank process): keep it from replacing pytest's handler.
     monkeypatch.setattr(signal, "signal", lambda *_: None)
-    assert _rank_entry((abs, -4, str(tmp_path))) == 4
+    assert rank_entry((abs, -4, str(tmp_path))) == 4
     assert pickle.loads((tmp_path / "rank-3.ok").read_bytes()) == 4
     assert (tmp_path / "rank-3.pid").read_text().split()[0] == str(os.getpid())
     with pytest.raises(ZeroDivisionError):
-        _rank_entry((lambda x: 1 / x, 0, str(tmp_path)))
+        rank_entry((lambda x: 1 / x, 0, str(tmp_path)))
     failure = diagnose(tmp_path, 4)
     assert failure is not None and failure.rank == 3 and "ZeroDivisionError" in failure.tail
 
@@ -79,7 +81,7 @@ def test_error_file_is_written_atomically(tmp_path: Path) -> None:
     try:
         raise OSError("disk on fire")
     except OSError as exc:
-        _record_error(tmp_path, 0, exc)
+        write_error(tmp_path, 0, exc)
     assert [p.name for p in tmp_path.iterdir()] == ["rank-0.error"]
     assert "disk on fire" in pickle.loads((tmp_path / "rank-0.error").read_bytes())["traceback"]
 
@@ -99,16 +101,16 @@ def test_ranks_that_all_recorded_results_are_a_success_whatever_happened_after(t
 def test_early_exit_hook_is_armed_only_in_torchrun_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     import atexit
 
-    from spark_jobs import launcher
+    from spark_jobs.launch import rank as rank_module
 
     armed: list[object] = []
     monkeypatch.setattr(atexit, "register", armed.append)
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    launcher._exit_early_when_done()
+    rank_module._exit_early_when_done()
     assert armed == []
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "run-1")
-    launcher._exit_early_when_done()
-    assert armed == [launcher._exit_without_native_teardown]
+    rank_module._exit_early_when_done()
+    assert armed == [rank_module._exit_without_native_teardown]
 
 
 def test_function_references_resolve_on_the_rank_side() -> None:
@@ -125,7 +127,7 @@ def test_rank_entry_reports_an_unimportable_reference_as_the_ranks_error(
 ) -> None:
     monkeypatch.setattr(signal, "signal", lambda *a: None)
     with pytest.raises(ModuleNotFoundError):
-        _rank_entry(("no_such_module_xyz:fn", None, str(tmp_path)))
+        rank_entry(("no_such_module_xyz:fn", None, str(tmp_path)))
     assert diagnose(tmp_path, 1) is not None and "no_such_module_xyz" in diagnose(tmp_path, 1).tail  # type: ignore[union-attr]
 
 
@@ -151,8 +153,8 @@ def test_torchrun_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     # The launching process: starts the guard (which becomes torchrun), records pids, then waits.
     starter = (
         "import os, subprocess, sys, time\n"
-        "from spark_jobs.launcher import _TORCHRUN_EXEC\n"
-        "p = subprocess.Popen([sys.executable, '-c', _TORCHRUN_EXEC, str(os.getpid()), '--standalone',\n"
+        "from spark_jobs.launch.torchrun import TORCHRUN_EXEC\n"
+        "p = subprocess.Popen([sys.executable, '-c', TORCHRUN_EXEC, str(os.getpid()), '--standalone',\n"
         f"    '--nproc_per_node=1', {str(rank_script)!r}, {str(tmp_path / 'rank.pid')!r}])\n"
         f"open({str(pids)!r}, 'w').write(str(p.pid))\n"
         "time.sleep(120)\n"
@@ -178,10 +180,113 @@ def test_torchrun_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
 
 
 def test_guard_starts_nothing_when_its_launcher_is_already_gone() -> None:
-    from spark_jobs.launcher import _TORCHRUN_EXEC
+    from spark_jobs.launch.torchrun import TORCHRUN_EXEC
 
     # argv[1] names a parent that is not ours: the guard must refuse instead of starting torchrun.
     done = subprocess.run(
-        [sys.executable, "-c", _TORCHRUN_EXEC, "1", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", TORCHRUN_EXEC, "1", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0 and "torchrun not started" in done.stderr
+
+
+def test_importing_the_rank_module_imports_no_pyspark() -> None:
+    # A fresh interpreter, as on a rank: what `python -m spark_jobs.launch.rank` imports before it runs.
+    probe = (
+        "import sys, spark_jobs.launch.rank\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'py4j', 'torch')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_rank_module_refuses_a_malformed_command_line() -> None:
+    # -W error: the package must not import the rank module itself (runpy would warn about it).
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "spark_jobs.launch.rank", "--call"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("usage: python -m spark_jobs.launch.rank")
+
+
+def test_torchrun_command_local_mode() -> None:
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from spark_jobs.launch.torchrun import RANK_MODULE, TORCHRUN_EXEC, torchrun_command
+
+    torchrun_args, per_node = TorchDistributor._get_torchrun_args(True, 3)
+    command = torchrun_command("/py", 4242, torchrun_args, per_node, RANK_MODULE, "/l", ("--call",))
+    assert command == [
+        "/py",
+        "-c",
+        TORCHRUN_EXEC,
+        "4242",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc_per_node=3",
+        "-m",
+        "spark_jobs.launch.rank",
+        "--launch-dir",
+        "/l",
+        "--call",
+    ]
+
+
+def test_torchrun_command_distributed_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from spark_jobs.launch.torchrun import TORCHRUN_EXEC, torchrun_command
+
+    # What TorchDistributor sets in each barrier task: a node with two GPUs, the second of two nodes.
+    for name, value in {
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "29500",
+        "RANK": "1",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "PYSPARK_TORCH_DISTRIBUTOR_RDZV_ID": "run-7",
+    }.items():
+        monkeypatch.setenv(name, value)
+    torchrun_args, per_node = TorchDistributor._get_torchrun_args(False, 4)
+    command = torchrun_command("/py", 1, torchrun_args, per_node, "m", "/l", ("train.py", "--lr", "0.1"))
+    assert command[:4] == ["/py", "-c", TORCHRUN_EXEC, "1"]
+    assert command[4:] == [
+        "--nnodes=2",
+        "--node_rank=1",
+        "--rdzv_endpoint=10.0.0.1:29500",
+        "--rdzv_id=run-7",
+        "--nproc_per_node=2",
+        "-m",
+        "m",
+        "--launch-dir",
+        "/l",
+        "train.py",
+        "--lr",
+        "0.1",
+    ]
+
+
+def test_guard_chain_switch_reads_the_environment() -> None:
+    from spark_jobs.launch.torchrun import PLAIN_TORCHRUN_ENV, guard_chain_enabled
+
+    assert guard_chain_enabled({})
+    assert guard_chain_enabled({PLAIN_TORCHRUN_ENV: "0"})
+    assert not guard_chain_enabled({PLAIN_TORCHRUN_ENV: "1"})
+    assert not guard_chain_enabled({PLAIN_TORCHRUN_ENV: "true"})
+
+
+def test_status_files_round_trip(tmp_path: Path) -> None:
+    from spark_jobs.launch import status
+
+    status.write_pid(tmp_path, 2, 4321)
+    status.write_ok(tmp_path, 2, {"loss": 0.5})
+    status.write_error(tmp_path, 1, None, "stopped by signal 15")
+    assert status.ranks_with(tmp_path, status.PID) == {2}
+    assert status.ranks_with(tmp_path, status.OK) == {2}
+    assert status.read_ok(tmp_path, 2) == (True, {"loss": 0.5})
+    assert status.read_ok(tmp_path, 0) == (False, None)
+    assert status.local_pid(tmp_path, 2) == 4321
+    errors = status.read_errors(tmp_path)
+    assert [(e.rank, e.type, e.traceback) for e in errors] == [(1, "Signal", "stopped by signal 15")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank-1.error", "rank-2.ok", "rank-2.pid"]

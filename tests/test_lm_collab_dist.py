@@ -79,7 +79,7 @@ def _on_ranks(job: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ranks(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:  # type: ignore[no-untyped-def]
-    from spark_jobs.launcher import launch
+    from spark_jobs.launch import launch
 
     root = tmp_path_factory.mktemp("lm_collab")
     shards = char_shards(root / "shards")
@@ -109,16 +109,30 @@ def _adamw(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
 
 
 def _inner_step(
-    model: torch.nn.Module, opt: torch.optim.AdamW, cfg: Any, windows: Any, it: int, rank: int
+    model: torch.nn.Module,
+    opt: torch.optim.AdamW,
+    cfg: Any,
+    windows: Any,
+    it: int,
+    rank: int,
+    teacher: torch.nn.Module | None = None,
 ) -> None:
-    """One AdamW step of replica ``rank``: its half of global batch ``it``."""
+    """One AdamW step of replica ``rank``: its half of global batch ``it``; with a ``teacher``, plus the
+    per-token KL(p_teacher || p_model) at weight 1."""
     half = cfg.train.batch_size // 2
     starts = windows.train_starts(cfg.train.seed, it, cfg.train.batch_size)[rank * half : (rank + 1) * half]
     x, y = windows.windows(starts)
     for group in opt.param_groups:
         group["lr"] = cfg.optim.lr_at(it)
     logits, _ = model(x)
-    F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+    logits = logits.reshape(-1, logits.shape[-1])
+    loss = F.cross_entropy(logits, y.reshape(-1))
+    if teacher is not None:
+        with torch.no_grad():
+            p_teacher = torch.softmax(teacher(x)[0].reshape(logits.shape), dim=-1)
+        kl_per_token = (p_teacher * (p_teacher.log() - torch.log_softmax(logits, dim=-1))).sum(dim=-1)
+        loss = loss + kl_per_token.mean()
+    loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
     opt.step()
     opt.zero_grad()
@@ -148,6 +162,35 @@ def reference_outer(cfg: Any, shards: Path, lr: float, momentum: float) -> dict[
                     for k, p in m.named_parameters():
                         p.copy_(outer[k])
     return outer
+
+
+def _val_loss(model: torch.nn.Module, cfg: Any, shards: Path) -> float:
+    """Mean cross-entropy over the fixed val windows every run evaluates on."""
+    from training.lm_data import TokenWindows
+
+    val = TokenWindows(shards, "val", cfg.model.block_size)
+    x, y = val.windows(val.fixed_starts(cfg.train.eval_iters * cfg.train.batch_size))
+    with torch.no_grad():
+        logits, _ = model(x)
+        return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)))
+
+
+def reference_codistillation(cfg: Any, shards: Path) -> list[float]:
+    """Codistillation by hand: 2 peers, each pulled (weight 1) toward a copy of the other taken every 2 steps."""
+    import copy
+
+    from training.lm_data import TokenWindows
+
+    windows = TokenWindows(shards, "train", cfg.model.block_size)
+    peers = [_replica(cfg, windows.vocab_size, cfg.train.seed + 1000 * rank) for rank in range(2)]
+    opts = [_adamw(m, cfg) for m in peers]
+    stale: list[torch.nn.Module] = []
+    for it in range(ITERS):
+        if it % 2 == 0:
+            stale = [copy.deepcopy(m) for m in peers]
+        for rank in range(2):
+            _inner_step(peers[rank], opts[rank], cfg, windows, it, rank, teacher=stale[1 - rank])
+    return [_val_loss(m, cfg, shards) for m in peers]
 
 
 def _checkpoint_model(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -210,22 +253,25 @@ def test_codistillation_with_weight_zero_is_independent_training(ranks) -> None:
     shards, root, out = ranks
     cfg = _cfg(shards, root / "ref")
     windows = TokenWindows(shards, "train", cfg.model.block_size)
-    val = TokenWindows(shards, "val", cfg.model.block_size)
-    x, y = val.windows(val.fixed_starts(cfg.train.eval_iters * cfg.train.batch_size))
     expected = []
     for rank in range(2):
         model = _replica(cfg, windows.vocab_size, cfg.train.seed + 1000 * rank)
         opt = _adamw(model, cfg)
         for it in range(ITERS):
             _inner_step(model, opt, cfg, windows, it, rank)
-        with torch.no_grad():
-            logits, _ = model(x)
-            expected.append(float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))))
+        expected.append(_val_loss(model, cfg, shards))
     assert out["dml0"]["peer_val_losses"] == pytest.approx(expected, abs=1e-5)
     assert out["independent"]["peer_val_losses"] == pytest.approx(expected, abs=1e-5)
     assert out["independent"]["comm_bytes"] == 0
     # Parameters gathered at steps 0, 2 and 4 (exchange_every = 2).
     assert out["dml0"]["comm_bytes"] == 3 * out["dml0"]["parameter_bytes"]
+
+
+def test_codistillation_equals_two_peers_by_hand(ranks) -> None:  # type: ignore[no-untyped-def]
+    shards, root, out = ranks
+    expected = reference_codistillation(_cfg(shards, root / "ref"), shards)
+    assert out["dml"]["peer_val_losses"] == pytest.approx(expected, abs=1e-5)
+    assert out["dml"]["peer_val_losses"] != pytest.approx(out["independent"]["peer_val_losses"], abs=1e-4)
     # The KL term moves the peers toward each other.
     assert out["dml"]["peer_kl"] < out["independent"]["peer_kl"]
 

@@ -135,3 +135,9 @@ def test_malformed_documents_fail_the_job_when_asked(spark, gpt_run, tmp_path: P
     assert not out.exists()
     assert main(["--run", str(run), "--input", str(data), "--output", str(out), "--fusion", "ensemble"]) == 2
     assert "drop --fusion" in capsys.readouterr().err
+    assert (
+        main(["--run", str(run), "--input", str(data), "--output", str(out), "--ship-model", *spark_args()])
+        == 2
+    )
+    assert "drop --ship-model" in capsys.readouterr().err
+    assert not out.exists()

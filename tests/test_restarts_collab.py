@@ -27,7 +27,6 @@ num_processes = 2
 timeout_s = 240
 [run]
 dir = "{run}"
-plots = false
 [collab]
 mode = "fedavg"
 rounds = 2

@@ -12,7 +12,7 @@ from restart_runs import sets
 from train_shards import blob_shards
 
 from contracts.heartbeat import Beat
-from spark_jobs.launch_health import SilentRank, culprit, find_stalled
+from spark_jobs.launch.health import SilentRank, culprit, find_stalled
 
 pytestmark = pytest.mark.distributed
 

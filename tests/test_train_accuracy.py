@@ -29,7 +29,7 @@ def _train_both(runs: list[list[str]]) -> list[dict]:
 def test_mnist5k_models_on_real_mnist_test_set(spark, shared_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from pyspark import cloudpickle
 
-    from spark_jobs.launcher import launch
+    from spark_jobs.launch import launch
     from spark_jobs.shard import main as shard
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])

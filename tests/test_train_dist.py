@@ -112,7 +112,7 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], at
 
 
 def test_ddp_fsdp_and_resume_on_two_ranks(spark, shards: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from spark_jobs.launcher import launch
+    from spark_jobs.launch import launch
     from training.checkpoint import load_model_state
 
     runs = [
@@ -141,7 +141,7 @@ def test_ddp_fsdp_and_resume_on_two_ranks(spark, shards: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize("mode", ["raise", "exit"])
 def test_rank1_failure_surfaces_in_local_mode(spark, shards: Path, tmp_path: Path, mode: str) -> None:  # type: ignore[no-untyped-def]
-    from spark_jobs.launcher import RankFailure, launch
+    from spark_jobs.launch import RankFailure, launch
     from training.config import load_config
     from training.loop import train
 
@@ -175,7 +175,7 @@ def test_rank1_failure_surfaces_in_distributed_mode_via_cli(  # type: ignore[no-
 
 
 def test_script_launch_failure_and_success(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from spark_jobs.launcher import RankFailure, launch_script
+    from spark_jobs.launch import RankFailure, launch_script
 
     script = tmp_path / "job.py"
     script.write_text(
@@ -190,7 +190,7 @@ def test_script_launch_failure_and_success(spark, tmp_path: Path) -> None:  # ty
 
 
 def test_hang_is_bounded_by_the_timeout(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from spark_jobs.launcher import LaunchTimeout, launch
+    from spark_jobs.launch import LaunchTimeout, launch
 
     launch_dir = tmp_path / "launch"
     with pytest.raises(LaunchTimeout, match=r"launch\.timeout_s"):
@@ -205,7 +205,7 @@ def test_hang_is_bounded_by_the_timeout(spark, tmp_path: Path) -> None:  # type:
 def test_ranks_import_what_the_driver_put_on_sys_path(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A function from a module the driver found only through sys.path (as --py-files, a notebook
     directory or a script's own folder provide), by reference and by name."""
-    from spark_jobs.launcher import launch
+    from spark_jobs.launch import launch
 
     code = tmp_path / "driver_only_code"
     code.mkdir()

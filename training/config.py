@@ -86,7 +86,9 @@ class TrainSection:
     epochs: int = 10
     """Number of passes over the training split."""
     batch_size: int = 128
-    """GLOBAL batch size per optimizer step; each of the W ranks takes batch_size / W samples."""
+    """Samples in one optimizer step of one model. Data-parallel training splits that batch over its
+    W ranks (W must divide it); in collaborative training every peer or client is its own model and
+    takes the whole batch on its rank."""
     strategy: str = "ddp"
     """Data-parallel strategy: ddp (DistributedDataParallel) or fsdp (FSDP2 fully_shard)."""
     seed: int = 0
@@ -212,6 +214,16 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("time", "cosine")
 TRACKERS = ("none", "mlflow")
 COLLAB_MODES = ("dml", "fedavg", "local_sgd")
+COLLAB_UNREAD_KEYS = (
+    "train.strategy",
+    "train.bf16",
+    "data.val_split",
+    "run.resume",
+    "run.checkpoint",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.plots",
+)
 FUSIONS = ("ensemble", "average", "none")
 AUTO = "auto"  # launch.num_processes: resolved by the driver from what Spark offers
 FAULT_MODES = ("raise", "exit", "kill", "stall")
@@ -409,10 +421,13 @@ def validate(cfg: Any) -> Any:
     if not auto and cfg.launch.num_processes < 1:  # type: ignore[operator]
         bad("launch.num_processes", "must be >= 1")
     # With "auto", the checks that need the number run again once the driver has resolved it.
-    if cfg.train.batch_size < 1 or (not auto and cfg.train.batch_size % cfg.launch.num_processes):  # type: ignore[operator]
+    if cfg.train.batch_size < 1:
+        bad("train.batch_size", "must be >= 1 (samples in one optimizer step of one model)")
+    data_parallel = getattr(cfg, "collab", None) is None
+    if data_parallel and not auto and cfg.train.batch_size % cfg.launch.num_processes:  # type: ignore[operator]
         bad(
             "train.batch_size",
-            f"global batch {cfg.train.batch_size} must be a positive multiple of launch.num_processes="
+            f"batch {cfg.train.batch_size} must be a multiple of launch.num_processes="
             f"{cfg.launch.num_processes} (each rank takes an equal share)",
         )
     if cfg.launch.timeout_s < 1:
@@ -446,6 +461,7 @@ def validate(cfg: Any) -> Any:
             f"rank {cfg.fault.fail_rank} does not exist with {cfg.launch.num_processes} processes",
         )
     if cfg.collab is not None:
+        check_no_unread_keys(cfg)
         c = cfg.collab
         if c.mode not in COLLAB_MODES:
             bad("collab.mode", f"unknown mode {c.mode!r}; choose one of: {', '.join(COLLAB_MODES)}")
@@ -522,17 +538,41 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def unread_keys(cfg: Any) -> tuple[str, ...]:
+    """Keys of the shared sections that ``cfg``'s job does not read (hidden by describe, refused when
+    set): collaborative training trains every peer plainly in float32 on one rank, evaluates on the
+    test split only, writes no step checkpoints, always draws its plots and never resumes."""
+    return COLLAB_UNREAD_KEYS if getattr(cfg, "collab", None) is not None else ()
+
+
+def check_no_unread_keys(cfg: Any) -> None:
+    """ValueError for a non-default value of a key the job accepts (the format is shared) but does
+    not read: a setting that silently does nothing is worse than an error."""
+    defaults = type(cfg)()
+    for key in unread_keys(cfg):
+        section, _, name = key.partition(".")
+        value, default = getattr(getattr(cfg, section), name), getattr(getattr(defaults, section), name)
+        if value != default:
+            raise ValueError(
+                f"{key}={value!r}: collaborative training does not use this key; remove it from the config "
+                f"(or set it back to {default!r})"
+            )
+
+
 def describe(cfg: Any | None = None) -> str:
     """Every section and key of ``cfg``'s root with its current value and docstring (for ``--describe``)."""
     cfg = cfg or TrainConfig(collab=CollabConfig())
     lines: list[str] = []
+    hidden = set(unread_keys(cfg))
     for name, cls in sections_of(type(cfg)).items():
         section = getattr(cfg, name)
         if section is None:
-            section = cls()
+            continue  # an optional section this job does not have ([collab] in a train config)
         lines.append(f"[{name}]")
         docs = field_docs(cls)
         for f in dataclasses.fields(cls):
+            if f"{name}.{f.name}" in hidden:
+                continue
             lines.append(f"  {f.name} = {getattr(section, f.name)!r}")
             lines.append(f"      {docs.get(f.name, '')}")
     return "\n".join(lines)

@@ -363,6 +363,7 @@ def _run_outer(cfg: GPTConfig, ctx: DistContext, t_enter: float) -> dict[str, An
     flops_per_iter = model.flops_per_token(cfg.model.block_size) * cfg.train.batch_size * cfg.model.block_size
     last_eval = it
     model.train()
+    run.t_log = time.perf_counter()  # the first interval's speed leaves out the evaluation at 0
     while it < cfg.train.max_iters:
         run.heartbeat.beat(it)
         maybe_fail(cfg.fault, ctx.global_rank, it)
@@ -517,6 +518,7 @@ def _run_peers(cfg: GPTConfig, ctx: DistContext, t_enter: float) -> dict[str, An
     exchanges = 0
     it = 0
     model.train()
+    run.t_log = time.perf_counter()
     while it < cfg.train.max_iters:
         run.heartbeat.beat(it)
         maybe_fail(cfg.fault, rank, it)
@@ -587,11 +589,8 @@ def main_many(cfgs: list[GPTConfig]) -> list[dict[str, Any]]:
     """Several runs in a row in one process group (the comparison's arms); DDP arms go to lm_loop."""
     from training.lm_loop import run_training
 
-    t_enter = time.time()
     results = []
     with distributed(cfgs[0].launch.use_gpu, cfgs[0].launch.collective_timeout_s) as ctx:
         for cfg in cfgs:
-            results.append(
-                run_collab(cfg, ctx) if cfg.collab is not None else run_training(cfg, ctx, t_enter)
-            )
+            results.append(run_collab(cfg, ctx) if cfg.collab is not None else run_training(cfg, ctx))
     return results

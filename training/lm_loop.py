@@ -21,6 +21,9 @@ peak in ``train.peak_tflops`` or the device default, printed at the start).
 
 Resume is exact: the windows of an iteration depend on (seed, iteration) only, and the checkpoint
 holds model, optimizer, schedule and RNG states (dropout).
+
+With DDP the bytes each rank hands to the gradient all-reduce are counted by a comm hook
+(:mod:`training.comm`) and reported as ``comm_bytes`` on log lines, records and in result.json.
 """
 
 from __future__ import annotations

@@ -19,12 +19,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.heartbeat import read_beat, stack_path
+from contracts.heartbeat import heartbeat_path, read_beat, stack_path
+from spark_jobs.launch.status import PID, files_of_kind, local_pid, rank_of
 
 STACK_SIGNAL = signal.SIGUSR1
 # How long a rank gets to write its stacks once signalled.
@@ -61,28 +61,19 @@ def _innermost_frame(stack: str) -> str | None:
     return None
 
 
-def _local_pid(launch_dir: Path, rank: int) -> int | None:
-    """The rank's pid when it runs on this machine (from its pid file), else None."""
-    try:
-        pid_s, host = (launch_dir / f"rank-{rank}.pid").read_text().split()
-    except (OSError, ValueError):
-        return None
-    return int(pid_s) if host == socket.gethostname() else None
-
-
 def find_stalled(
     launch_dir: Path, stall_timeout_s: float, done: set[int], now: float | None = None
 ) -> list[SilentRank]:
     """Ranks silent for longer than ``stall_timeout_s`` (ranks in ``done`` are left out)."""
     now = time.time() if now is None else now
     silent: list[SilentRank] = []
-    for pid_file in launch_dir.glob("rank-*.pid"):
-        rank = int(pid_file.name.split(".")[0].split("-")[1])
+    for pid_file in files_of_kind(launch_dir, PID):
+        rank = rank_of(pid_file)
         if rank in done:
             continue
-        beat = read_beat(launch_dir / f"rank-{rank}.beat")
+        beat = read_beat(heartbeat_path(launch_dir, rank))
         if beat is not None and now - beat.unix > stall_timeout_s:
-            silent.append(SilentRank(rank, beat.step, now - beat.unix, _local_pid(launch_dir, rank)))
+            silent.append(SilentRank(rank, beat.step, now - beat.unix, local_pid(launch_dir, rank)))
     return sorted(silent, key=lambda s: s.rank)
 
 
