@@ -14,6 +14,9 @@ Usage::
 
     .venv/bin/python bench/lm_collab.py --iters 400 --seeds 2 --h 50,200
     .venv/bin/python bench/lm_collab.py --shards runs/corpus/shakespeare_char --iters 2000 --seeds 3
+    # non-IID: each replica trains on its own book (val: the last 10 % of both)
+    .venv/bin/python bench/lm_collab.py --non-iid moby-dick.txt,pride-and-prejudice.txt \
+        --h 50 --seeds 1 --arms ddp,diloco-H50,fedavg-H50,independent
 
 Writes ``summary.json``, ``summary.txt`` and ``compare.png`` (val loss against steps and against
 bytes) into ``--output``.

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -194,12 +195,29 @@ def _launch_gateway_quietly(props: Mapping[str, str]) -> None:
         gateway = launch_gateway(conf, popen_kwargs={"stderr": write_end})
     except BaseException:
         os.close(read_end)
+        # Interrupted (Ctrl-C, SIGTERM) or failed while the JVM was booting: pyspark has not handed
+        # us its process yet, and a JVM that has not reached its stdin watch would outlive us.
+        _kill_child_processes()
         raise
     finally:
         os.close(write_end)
     threading.Thread(target=_forward_jvm_stderr, args=(read_end,), name="jvm-stderr", daemon=True).start()
     SparkContext._gateway = gateway
     SparkContext._jvm = gateway.jvm
+
+
+def _kill_child_processes() -> None:
+    """SIGKILL this process's direct children (Linux ``/proc``; elsewhere nothing to do)."""
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # Fields after the parenthesised command name: state, then the parent pid.
+            parent = stat.read_text().rpartition(")")[2].split()[1]
+        except (OSError, IndexError):
+            continue
+        if parent == me:
+            with contextlib.suppress(OSError):
+                os.kill(int(stat.parent.name), signal.SIGKILL)
 
 
 def _forward_jvm_stderr(read_end: int) -> None:

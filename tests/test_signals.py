@@ -82,3 +82,38 @@ def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(shards: Path, tmp_path
     run = tmp_path / "run"
     proc = start_held_run(shards, run)
     stop_and_check(proc, run, lambda: os.killpg(proc.pid, signal.SIGINT), 130, "interrupted")
+
+
+@pytest.mark.parametrize("delay_s", [0.5, 2.0])
+def test_sigterm_while_the_jvm_boots_leaves_no_jvm_behind(tmp_path: Path, delay_s: float) -> None:
+    # A tag in the environment marks every process of this command, the JVM included (it inherits
+    # the environment), so a JVM that outlived the command is found even after it was reparented.
+    tag = f"SPARK_COLLAB_TEST_TAG={os.getpid()}-{delay_s}-{tmp_path.name}"
+    text = tmp_path / "in.txt"
+    text.write_text("a b c\n")
+    env = {**environment(), tag.partition("=")[0]: tag.partition("=")[2]}
+    argv = [sys.executable, "-m", "spark_jobs", "wordcount", str(text), "--output", str(tmp_path / "out")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    import time
+
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 15
+    while (left := _tagged(tag.encode())) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"processes of the stopped command still alive: {left}"
+    assert not (tmp_path / "out").exists()
+
+
+def _tagged(tag: bytes) -> list[int]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if tag in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
