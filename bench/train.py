@@ -1,4 +1,4 @@
-"""Training benchmarks (issue 5): loop throughput and launch overhead, as ratios to peers run here.
+"""Training benchmarks: loop throughput and launch overhead, as ratios to peers run here.
 
 1. Loop: samples/s of ``training.loop.train`` at world size 1 (in-process) against a plain
    single-process PyTorch loop with the same model, global batch, optimizer, time decay and

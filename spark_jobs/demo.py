@@ -155,7 +155,9 @@ def shard_step(out: Path, result: DemoResult) -> Step:
     argv = ["--source", "mnist5k", "--output", str(shards), "--shards", "2", "--overwrite"]
     seconds = _run_job("shard", shard.main, argv)
     manifest = Manifest.read(shards)
-    result.split_rows = {split: manifest.rows(split) for split in manifest.splits}
+    # train, val, test first (the manifest's own order is alphabetical)
+    order = sorted(manifest.splits, key=lambda split: ("train", "val", "test", split).index(split))
+    result.split_rows = {split: manifest.rows(split) for split in order}
     rows = ", ".join(f"{split} {n}" for split, n in result.split_rows.items())
     return Step("sharding", seconds, [("rows", rows), ("train shards", "2")], [shards])
 

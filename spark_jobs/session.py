@@ -258,12 +258,19 @@ def get_spark_session(
     effective = props.get("spark.master") or submitted.get("spark.master")
     if effective:
         check_master_url(effective)  # a mistake even when a running session is reused
-    if not _session_running():
-        if effective:
-            check_master_reachable(effective)
-        if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we start the JVM (not spark-submit)
-            props = jvm_cache.with_archive(props)
-            _launch_gateway_quietly(props)
+    if _session_running():
+        # Reused (tests, notebooks, the demo running job after job): only runtime SQL settings can
+        # still change, and handing the builder the rest makes Spark warn on every reuse.
+        spark = SparkSession.builder.getOrCreate()
+        for key, value in props.items():
+            if spark.conf.isModifiable(key):
+                spark.conf.set(key, value)
+        return spark
+    if effective:
+        check_master_reachable(effective)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we start the JVM (not spark-submit)
+        props = jvm_cache.with_archive(props)
+        _launch_gateway_quietly(props)
     builder = SparkSession.builder.appName(app_name)
     for key, value in props.items():
         builder = builder.config(key, value)

@@ -4,8 +4,9 @@ Three engines, all exact and all giving the same table (``word: string``, ``coun
 
 - ``arrow`` (default, the fastest): each map task reads its own byte range of the input (Hadoop's
   split rule; Spark's text reader for ``hdfs://``-style paths, whose lines then arrive as Arrow
-  batches), decodes and tokenizes megabyte blocks with one Python call each and counts them into one
-  ``Counter`` per task: the in-mapper combiner (:mod:`spark_jobs.fastcount`). Only (word, partial
+  batches), tokenizes megabyte blocks with a few calls each and counts them into one table per
+  task (Arrow's C++ hashing; a ``Counter`` for ``cjk``): the in-mapper combiner
+  (:mod:`spark_jobs.fastcount`). Only (word, partial
   count) pairs cross the shuffle, where Spark's built-in ``sum`` reduces them.
 - ``rdd``: the same Map -> Shuffle -> Reduce spelled out with RDD operations: ``mapPartitions`` with
   an in-mapper combiner, ``partitionBy`` (hash partitioning), then a reduce per partition.

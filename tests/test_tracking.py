@@ -202,3 +202,22 @@ def test_two_rank_train_job_logs_one_run(
     client, run = only_run(store)  # rank 1 logged nothing
     assert run.data.params["launch.num_processes"] == "2"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+
+
+def test_gpt_run_is_read_back(tmp_path: Path, store: Path) -> None:
+    from gpt_shards import char_shards, gpt_overrides
+
+    from training import lm_loop
+
+    shards = char_shards(tmp_path / "tokens")
+    run_dir = tmp_path / "gpt"
+    lm_loop.train(load_config(None, gpt_overrides(shards, run_dir, "run.tracking=mlflow")))
+    assert not tracking.active()
+    client, run = only_run(store)
+    assert run.info.status == "FINISHED" and run.data.params["model.n_embd"] == "32"
+    on_disk = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in on_disk if "val_loss" in r]
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert val and [m.step for m in history] == [r["iter"] for r in val]
+    assert [m.value for m in history] == pytest.approx([r["val_loss"] for r in val])
+    assert "result.json" in {a.path for a in client.list_artifacts(run.info.run_id)}

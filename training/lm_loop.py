@@ -49,7 +49,7 @@ from contracts.atomic import write_json_atomic
 from contracts.heartbeat import STARTING, Heartbeat
 from contracts.manifest import Manifest
 from contracts.rundir import RunDir
-from training import checkpoint, lm_report
+from training import checkpoint, lm_report, tracking
 from training.comm import CommCounter, count_ddp_gradients
 from training.dist import DistContext, all_reduce_sum, distributed
 from training.faults import maybe_fail
@@ -285,6 +285,7 @@ def run_training(cfg: GPTConfig, ctx: DistContext, t_enter: float | None = None)
                 rec["comm_bytes"] = comm.bytes_sent
             records.append(rec)
             lm_report.append_record(run_dir, rec)
+            tracking.log_metrics(rec, step=rec["iter"])
             if val_loss is not None:
                 print(lm_report.eval_line(rec), flush=True)
 
@@ -337,6 +338,7 @@ def run_training(cfg: GPTConfig, ctx: DistContext, t_enter: float | None = None)
             if ctx.is_main:
                 records.append(rec)
                 lm_report.append_record(run_dir, rec)
+                tracking.log_metrics(rec, step=rec["iter"])
                 print(lm_report.train_line(rec, cfg.train.max_iters), flush=True)
             loss_window.zero_()
             clock = LogWindow()
@@ -385,13 +387,17 @@ def run_training(cfg: GPTConfig, ctx: DistContext, t_enter: float | None = None)
         if cfg.run.plots:
             lm_report.plot_loss(run_dir, records, f"gpt / {cfg.train.strategy} / {world} ranks")
         write_json_atomic(RunDir.at(run_dir).result, result)
+        tracking.log_artifacts(run_dir)
     return result
 
 
 def train(cfg: GPTConfig) -> dict[str, Any]:
     """Rank entry point: join the process group, train, leave. Returns the result dict."""
     t_enter = time.time()
-    with distributed(cfg.launch.use_gpu, cfg.launch.collective_timeout_s) as ctx:
+    with (
+        distributed(cfg.launch.use_gpu, cfg.launch.collective_timeout_s) as ctx,
+        tracking.run(cfg, is_main=ctx.is_main, kind="gpt"),
+    ):
         return run_training(cfg, ctx, t_enter)
 
 
