@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from contracts.rundir import RESULT, RunDir
 from spark_jobs.cli import check_run_dir_overlap, with_absolute_paths
-from spark_jobs.errors import JobInputError, storage_error
+from spark_jobs.errors import EXIT_FAILURE, JobInputError, storage_error
 from spark_jobs.locks import output_lock
 from spark_jobs.output import check_writable
 from spark_jobs.session import job_session_in_background
@@ -34,7 +34,6 @@ from spark_jobs.wording import plural
 if TYPE_CHECKING:
     from training.lm_config import GPTConfig
 
-EXIT_RANK_FAILURE = 1
 
 
 def is_gpt_config(config: str | None, overrides: list[str]) -> bool:
@@ -156,7 +155,7 @@ def run_gpt_collab(args: argparse.Namespace) -> int:
                 if storage is not None:
                     raise storage from exc
                 print(f"error: {exc}", file=sys.stderr)
-                return EXIT_RANK_FAILURE
+                return EXIT_FAILURE
     val = result.get("val_loss")
     print(
         f"done: gpt {c.mode} x{result['world_size']} val_loss={'n/a' if val is None else f'{val:.4f}'} "

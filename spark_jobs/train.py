@@ -133,13 +133,13 @@ def _check_model(cfg: TrainConfig) -> None:
     """The model fits the data and, with run.resume, the checkpoint (imports torch: after _validate)."""
     from contracts.manifest import Manifest
 
-    if _is_gpt(cfg):
-        return  # the vocabulary size is read from the token shards' manifest
-    if cfg.collab is not None:
+    if getattr(cfg, "collab", None) is not None:
         raise JobInputError(
             "[collab]: `spark-collab train` does not read this section; run the config with "
             "`spark-collab collab`, or remove the section"
         )
+    if _is_gpt(cfg):
+        return  # the vocabulary size is read from the token shards' manifest
     check_model_fits(cfg, Manifest.read(cfg.data.shards, kind="images"))
 
 

@@ -278,3 +278,16 @@ def test_collab_honours_fault_injection_and_torchrun_stays_quiet(spark, tmp_path
     assert not (tmp_path / "run" / "result.json").exists()
     # Two ranks on one node: torchrun would announce the OMP_NUM_THREADS it picks for them.
     assert "OMP_NUM_THREADS" not in out + err
+
+
+def test_train_refuses_a_collab_section_in_a_gpt_config(spark, tmp_path, capsys):
+    from gpt_shards import char_shards, gpt_overrides
+
+    tokens = char_shards(tmp_path / "tokens")
+    cfg = tmp_path / "gpt.toml"
+    cfg.write_text('[collab]\nmode = "diloco"\n')
+    sets = [f"--set={item}" for item in gpt_overrides(tokens, tmp_path / "run")]
+    code = train.main(["--config", str(cfg), *sets, *spark_args()])
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2 and "[collab]" in line and "spark-collab collab" in line
+    assert not (tmp_path / "run").exists()
