@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from training.lm_config import GPTConfig
 
 
-
 def is_gpt_config(config: str | None, overrides: list[str]) -> bool:
     """Whether ``--config`` (with ``--set``) selects the GPT config root; errors are left to the caller's path."""
     from training.config import load_config
