@@ -154,9 +154,17 @@ def main(argv: Sequence[str]) -> int:
         print(_USAGE, file=sys.stderr)
         return 2
     launch_dir = Path(argv[1])
-    if argv[2] == "--call":
-        return _call_payload(launch_dir)
-    return _run_script(launch_dir, argv[2], list(argv[3:]))
+    try:
+        if argv[2] == "--call":
+            return _call_payload(launch_dir)
+        return _run_script(launch_dir, argv[2], list(argv[3:]))
+    except Exception as exc:
+        # Already recorded in rank-<r>.error, whose traceback the driver reports once, for the rank
+        # that failed first. Printing it here too would repeat it for every rank on the console.
+        where = status.status_path(launch_dir, _rank(), "error")
+        summary = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(f"rank {_rank()}: {type(exc).__name__}: {summary} (traceback: {where})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

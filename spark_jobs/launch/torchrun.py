@@ -39,6 +39,18 @@ PLAIN_TORCHRUN_ENV = "SPARK_COLLAB_PLAIN_TORCHRUN"
 PLAIN_ENTRY_NAME = "rank_main.py"
 _PLAIN_ENTRY = "import sys\n\nfrom spark_jobs.launch.rank import main\n\nsys.exit(main(sys.argv[1:]))\n"
 
+# torchrun itself, minus the traceback and failure table it prints when a rank fails: the driver
+# names the failing rank from the status files, with that rank's own traceback.
+TORCHRUN_MAIN = """\
+import sys
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import main
+try:
+    main()
+except ChildFailedError:
+    sys.exit(1)
+"""
+
 # Started in place of TorchDistributor's wrapper. It keeps the wrapper's watch (the kernel sends
 # torchrun SIGTERM when the thread that started it exits, so a driver or Spark task that dies takes
 # its ranks with it) and then becomes torchrun, in a new session: a terminal's Ctrl-C then reaches
@@ -53,8 +65,8 @@ except (AttributeError, OSError):
 if os.getppid() != int(sys.argv[1]):
     sys.exit("torchrun not started: the process that launched it has exited")
 os.setsid()  # out of the terminal's process group: Ctrl-C goes to the driver, which stops the ranks
-os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", *sys.argv[2:]])
-"""
+os.execv(sys.executable, [sys.executable, "-c", TORCHRUN_MAIN, *sys.argv[2:]])
+""".replace("TORCHRUN_MAIN", repr(TORCHRUN_MAIN))
 
 
 def guard_chain_enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
