@@ -100,6 +100,16 @@ def test_wordcount_refuses_output_overlapping_inputs(tmp_path: Path, capsys: pyt
         assert snapshot(tmp_path) == before
 
 
+def test_corpus_refuses_output_overlapping_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from spark_jobs.corpus.cli import main as corpus
+
+    for argv, relation in _overwrite_cases(tmp_path):
+        before = snapshot(tmp_path)
+        assert corpus([*argv, "--tokenizer", "char", "--master", "local[1]"]) == 2, argv
+        one_error_line(capsys.readouterr().err, relation, "--output")
+        assert snapshot(tmp_path) == before
+
+
 def test_wordcount_api_refuses_output_holding_its_files(spark, tmp_path: Path) -> None:
     data = tmp_path / "D"
     data.mkdir()

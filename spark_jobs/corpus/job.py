@@ -33,7 +33,7 @@ from spark_jobs.corpus.shards import plan_shards, write_shards
 from spark_jobs.corpus.vocab import train_tokenizer
 from spark_jobs.corpus.workers import TOKENS_DDL, encode_task
 from spark_jobs.errors import JobInputError
-from spark_jobs.output import check_output, staged_output
+from spark_jobs.output import check_no_overlap, check_output, staged_output
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -109,11 +109,12 @@ def run_corpus(
 ) -> CorpusResult:
     """Turn ``inputs`` into token shards at ``output``; JobInputError (nothing written) on bad input."""
     validate(options)
+    check_no_overlap(output, inputs)
     check_output(output, overwrite)
     files = resolve_corpus_inputs(inputs)
     if options.docs.unit == "parquet":
         check_parquet_column(files, options.docs.field or "")
-    with staged_output(output, overwrite) as staging:
+    with staged_output(output, overwrite, inputs=inputs) as staging:
         stages = _Stages(spark, staging / WORK_DIR)
         docs, read = stages.save("read", read_documents(spark, files, options))
         counts = {"read": read}
