@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -127,6 +128,23 @@ def _relation(output: Path, inp: Path) -> str | None:
     return None
 
 
+def remove_staging(staging: Path, settle_s: float = 1.0, limit_s: float = 30.0) -> None:
+    """Remove a failed job's staging directory, and keep removing it while it reappears.
+
+    When one Spark task fails, the job fails at once, but its other running tasks are cancelled
+    asynchronously and a Python worker may finish writing its file after the first removal; the
+    directory counts as gone once it has stayed gone for ``settle_s``.
+    """
+    if not staging.exists():
+        return  # the job failed before anything was written
+    deadline = time.monotonic() + limit_s
+    while True:
+        shutil.rmtree(staging, ignore_errors=True)
+        time.sleep(settle_s)
+        if not staging.exists() or time.monotonic() > deadline:
+            return
+
+
 @contextmanager
 def staged_output(
     path: str | Path,
@@ -149,13 +167,13 @@ def staged_output(
             target.parent.mkdir(parents=True, exist_ok=True)
             yield staging
         except Exception as exc:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_staging(staging)
             one_line = storage_error(exc, f"{flag} {target}", under=str(target.parent))
             if one_line is not None and not isinstance(exc, (JobInputError, JobFailure)):
                 raise one_line from exc
             raise
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_staging(staging)
             raise
         if not staging.exists():
             raise RuntimeError(f"job finished without writing {staging}")
