@@ -158,12 +158,9 @@ def main(argv: Sequence[str]) -> int:
         if argv[2] == "--call":
             return _call_payload(launch_dir)
         return _run_script(launch_dir, argv[2], list(argv[3:]))
-    except Exception as exc:
+    except Exception:
         # Already recorded in rank-<r>.error, whose traceback the driver reports once, for the rank
-        # that failed first. Printing it here too would repeat it for every rank on the console.
-        where = status.status_path(launch_dir, _rank(), "error")
-        summary = (str(exc).strip().splitlines() or [""])[0][:200]
-        print(f"rank {_rank()}: {type(exc).__name__}: {summary} (traceback: {where})", file=sys.stderr)
+        # that failed first; printing it here too would repeat it on the console for every rank.
         return 1
 
 

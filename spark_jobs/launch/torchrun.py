@@ -42,9 +42,11 @@ _PLAIN_ENTRY = "import sys\n\nfrom spark_jobs.launch.rank import main\n\nsys.exi
 # torchrun itself, minus the traceback and failure table it prints when a rank fails: the driver
 # names the failing rank from the status files, with that rank's own traceback.
 TORCHRUN_MAIN = """\
-import sys
+import logging, sys
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import main
+# The agent logs each rank's exit and the signals it sends; the driver's report says it once.
+logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
 try:
     main()
 except ChildFailedError:
