@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU path check for issue 5: CUDA + NCCL + bf16 autocast through the same training code.
+# GPU path check: CUDA + NCCL + bf16 autocast through the same training code.
 # Prints samples/s and accuracy per run. Run from the repository root on a machine with >= 1 NVIDIA GPU:
 #
 #   bash bench/gpu_check.sh                 # uses runs/shards/mnist5k (+ runs/shards/mnist-t10k if present)
@@ -7,7 +7,7 @@
 #
 # Shards are made on a CPU machine beforehand (the GPU machine may have no Java):
 #   spark-collab shard --source mnist5k --output runs/shards/mnist5k --shards 2
-#   spark-collab shard --source idx:../shared/data/mnist/t10k --split test=1 --output runs/shards/mnist-t10k --shards 1
+#   spark-collab shard --source idx:../shared/data/mnist/t10k --split test=1 --output runs/shards/mnist-t10k
 # Part 1 runs the ranks with plain torchrun (no Spark); part 2, only when Java is present, runs the
 # same through `spark-collab train` (TorchDistributor local mode, use_gpu=true).
 set -euo pipefail
