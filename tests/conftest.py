@@ -46,3 +46,17 @@ def spark_args(*extra: str) -> list[str]:
     for key, value in TEST_SPARK_CONF.items():
         args += ["--conf", f"{key}={value}"]
     return [*args, *extra]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """One intra-op thread for a whole module, as torchrun gives each rank: tiny models gain nothing
+    from a second thread, two threads spinning for each other on a busy two-core machine cost
+    several times the work, and a module's reference run must use the same count as the runs
+    compared with it, or float sums differ in the last bits. torch is imported here only."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

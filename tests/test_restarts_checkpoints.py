@@ -21,15 +21,7 @@ from training.config import load_config
 from training.faults import InjectedFault
 from training.loop import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    # Module scope: the reference run (a module fixture) must use the same thread count as the
-    # runs compared with it, or float sums differ in the last bits.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

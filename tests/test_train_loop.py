@@ -18,14 +18,7 @@ from training.faults import InjectedFault
 from training.loop import build_optimizer, train
 from training.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    # As torchrun gives each rank: two OpenMP threads on a busy two-core machine crawl.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

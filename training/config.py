@@ -30,7 +30,7 @@ import textwrap
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -519,6 +519,25 @@ def load_config(
     cfg = config_from_dict(data, root_for(_model_name(data, overrides))())
     cfg = apply_overrides(cfg, overrides)
     return validate(cfg) if check else cfg
+
+
+def config_from_argv(prog: str, description: str | None, argv: Sequence[str] | None) -> Any | None:
+    """``--config X.toml [--set k=v ...]`` of a rank-side ``python -m training.X`` entry (no Spark).
+
+    Returns the validated config, or None after printing the one ``error:`` line.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help="training config (TOML)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
+    args = parser.parse_args(argv)
+    try:
+        return load_config(args.config, args.set)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -28,7 +28,6 @@ With DDP the bytes each rank hands to the gradient all-reduce are counted by a c
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -403,16 +402,10 @@ def train(cfg: GPTConfig) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``[torchrun ...] python -m training.lm_loop --config X.toml [--set k=v ...]`` (no Spark)."""
-    from training.config import load_config
+    from training.config import config_from_argv
 
-    parser = argparse.ArgumentParser(prog="python -m training.lm_loop", description=main.__doc__)
-    parser.add_argument("--config", required=True, help="GPT training config (TOML)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = config_from_argv("python -m training.lm_loop", main.__doc__, argv)
+    if cfg is None:
         return 2
     if not isinstance(cfg, GPTConfig):
         print('error: model.name: this entry point trains model.name = "gpt" configs', file=sys.stderr)

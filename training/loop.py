@@ -20,7 +20,6 @@ At world size 1 the ``ddp`` strategy skips the DDP wrapper (there is nobody to t
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -39,7 +38,7 @@ from torch import nn
 from contracts.heartbeat import STARTING, Heartbeat
 from contracts.manifest import Manifest
 from training import checkpoint, report, tracking
-from training.config import OptimConfig, TrainConfig, load_config
+from training.config import OptimConfig, TrainConfig, config_from_argv
 from training.data import ShardData, iter_batches, load_shard
 from training.dist import DistContext, all_reduce_min_int, all_reduce_sum, distributed
 from training.faults import maybe_fail
@@ -365,14 +364,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``[torchrun ...] python -m training.loop --config X.toml [--set k=v ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m training.loop", description=main.__doc__)
-    parser.add_argument("--config", required=True, help="training config (TOML)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = config_from_argv("python -m training.loop", main.__doc__, argv)
+    if cfg is None:
         return 2
     result = train(cfg)
     if os.environ.get("RANK", "0") == "0":
