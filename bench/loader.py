@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs",
         type=int,
         default=10,
-        help="epochs of the run to cost out (default: %(default)s, the seed's)",
+        help="epochs of the run to cost out (default: %(default)s, the original article's)",
     )
     args = parser.parse_args(argv)
 

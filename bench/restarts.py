@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FAULT_LINE = re.compile(r"fault injection: rank \d+ at step \d+ \(attempt 1, unix ([0-9.]+)\)")
-CONFIG = REPO / "conf" / "train" / "mlp_seed.toml"
+CONFIG = REPO / "conf" / "train" / "mlp784.toml"
 
 
 def common_sets(shards: Path, run_dir: Path, fail_at: int) -> list[str]:

@@ -104,8 +104,8 @@ def our_loop(shards: str, model_name: str, batch: int, epochs: int, run_dir: Pat
 
 def bench_loop(shards: str, repeats: int, epochs: int, tmp: Path) -> list[dict[str, object]]:
     rows = []
-    # Short epochs (mlp_seed: ~20 ms) need many samples for the best-of to settle.
-    for model_name, scale in (("mlp_seed", 4), ("mlp", 2), ("cnn", 1)):
+    # Short epochs (mlp784: ~20 ms) need many samples for the best-of to settle.
+    for model_name, scale in (("mlp784", 4), ("mlp", 2), ("cnn", 1)):
         ours, plain = [], []
         for i in range(repeats):
             plain.append(plain_loop(shards, model_name, 128, epochs * scale))
@@ -257,7 +257,7 @@ def first_step_torchrun(shards: str, tmp: Path, i: int) -> float:
         "-m",
         "training.loop",
         "--config",
-        str(REPO / "conf" / "train" / "mlp_seed.toml"),
+        str(REPO / "conf" / "train" / "mlp784.toml"),
     ]
     return _seconds_to_first_step(command, tmp / f"torchrun-{i}", shards)
 
@@ -282,7 +282,7 @@ def main() -> int:
         "--epochs",
         type=int,
         default=4,
-        help="epochs per loop run for the cnn (mlp x2, mlp_seed x4; the first is warm-up)",
+        help="epochs per loop run for the cnn (mlp x2, mlp784 x4; the first is warm-up)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the loop peers")
     parser.add_argument("--skip-loop", action="store_true")

@@ -42,7 +42,7 @@ def _shown(path: Path) -> Path:
         return path
 
 
-SEED_CONFIG = _shown(PROJECT_ROOT / "conf" / "train" / "mlp_seed.toml")
+SEED_CONFIG = _shown(PROJECT_ROOT / "conf" / "train" / "mlp784.toml")
 GPT_CONFIG = _shown(PROJECT_ROOT / "conf" / "train" / "gpt_char.toml")
 TOP_WORDS = 10
 GPT_PROMPT = "The "
@@ -167,7 +167,7 @@ def train_step(out: Path, result: DemoResult, epochs: int) -> Step:
     from spark_jobs import train
 
     _banner(f"3. data-parallel training: the 784-10-10 network, DDP on 2 ranks, {epochs} epochs")
-    run = RunDir.at(out / "train" / "mlp_seed")
+    run = RunDir.at(out / "train" / "mlp784")
     argv = [
         "--config",
         str(SEED_CONFIG),

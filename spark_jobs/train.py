@@ -6,8 +6,8 @@ on ``launch.num_processes`` ranks, print the outcome. All training logic lives i
 Examples::
 
     spark-collab shard --source mnist5k --output runs/shards/mnist5k --shards 2
-    spark-collab train --config conf/train/mlp_seed.toml
-    spark-collab train --config conf/train/mlp_seed.toml --set train.strategy=fsdp --set run.dir=runs/train/fsdp
+    spark-collab train --config conf/train/mlp784.toml
+    spark-collab train --config conf/train/mlp784.toml --set train.strategy=fsdp --set run.dir=runs/train/fsdp
     spark-submit spark_jobs/train.py --config conf/train/cnn.toml --set launch.local_mode=false
 """
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(
         parser,
-        config_help="training config (TOML), e.g. conf/train/mlp_seed.toml",
+        config_help="training config (TOML), e.g. conf/train/mlp784.toml",
         set_example="--set train.epochs=3 --set launch.num_processes=2",
         overwrite_help="replace the results of an earlier run in run.dir (without it, an existing run is refused "
         "unless run.resume=true)",

@@ -300,7 +300,7 @@ def train_args(shards: Path, run_dir: Path, *extra: str) -> list[str]:
         "run.plots=false",
         *extra,
     ]
-    args = ["train", "--config", "conf/train/mlp_seed.toml"]
+    args = ["train", "--config", "conf/train/mlp784.toml"]
     for item in sets:
         args += ["--set", item]
     return args

@@ -29,7 +29,7 @@ def _cfg(tmp_path: Path, shards: Path, collab: str, extra: str = "") -> Path:
         tmp_path,
         f"""
 [model]
-name = "mlp_seed"
+name = "mlp784"
 [data]
 shards = "{shards}"
 [optim]
@@ -58,7 +58,7 @@ def test_average_fusion_across_different_inits_refused_before_spark(tmp_path, sh
     assert err.count("\n") == 1
     assert not (tmp_path / "run").exists()
     cfg = _cfg(
-        tmp_path, shards, 'mode = "dml"\nfusion = "average"\npeers = ["mlp_seed", "mlp"]\nsame_init = true'
+        tmp_path, shards, 'mode = "dml"\nfusion = "average"\npeers = ["mlp784", "mlp"]\nsame_init = true'
     )
     assert main(["--config", str(cfg)]) == 2
     assert "different architectures" in capsys.readouterr().err
@@ -114,19 +114,19 @@ def test_shipped_configs_parse():
 @pytest.mark.distributed
 def test_dml_with_heterogeneous_peers_through_torchdistributor(spark, tmp_path, shards):
     cfg = _cfg(
-        tmp_path, shards, 'mode = "dml"\npeers = ["mlp_seed", "mlp"]\nweight = 1.0\ntarget_accuracy = 0.5'
+        tmp_path, shards, 'mode = "dml"\npeers = ["mlp784", "mlp"]\nweight = 1.0\ntarget_accuracy = 0.5'
     )
     assert main(["--config", str(cfg), "--set", "model.hidden=32", *spark_args()]) == 0
     run = tmp_path / "run"
     result = json.loads((run / "result.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert result["world_size"] == 2 and result["peers"] == ["mlp_seed", "mlp"]
+    assert result["world_size"] == 2 and result["peers"] == ["mlp784", "mlp"]
     assert [m["epoch"] for m in metrics] == [1, 2]
     final = result["final"]
     assert len(final["peer_acc"]) == 2 and final["fusion"] == "ensemble"
     assert final["fused_acc"] > 0.5  # 4 separable classes: chance is 0.25
     assert 0.0 <= final["disagreement"] <= 1.0 and final["pairwise_kl"] >= 0.0
-    assert result["config"]["collab"]["peers"] == ["mlp_seed", "mlp"]
+    assert result["config"]["collab"]["peers"] == ["mlp784", "mlp"]
     for png in ("accuracy.png", "agreement.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # An existing run.dir is refused without --overwrite.

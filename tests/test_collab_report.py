@@ -23,7 +23,7 @@ def _dml(world: int, finals: list[tuple[float, float, float, float]]) -> dict:
         }
         for i, (a, e, d, k) in enumerate(finals)
     ]
-    return {"mode": "dml", "world_size": world, "peers": ["mlp_seed"] * world, "history": history,
+    return {"mode": "dml", "world_size": world, "peers": ["mlp784"] * world, "history": history,
             "final": dict(history[-1], fusion="ensemble")}  # fmt: skip
 
 
@@ -33,7 +33,7 @@ def _fed(accs: list[float], target: int | None) -> dict:
          "pairwise_kl": 0.1, "clients": [0, 1], "client_acc": [a, a], "train_loss": 1.0}
         for i, a in enumerate(accs)
     ]  # fmt: skip
-    return {"mode": "fedavg", "world_size": 2, "peers": ["mlp_seed"], "history": history,
+    return {"mode": "fedavg", "world_size": 2, "peers": ["mlp784"], "history": history,
             "final": dict(history[-1], fusion="average"), "round_to_target": target}  # fmt: skip
 
 

@@ -75,7 +75,7 @@ def class_clients(data: ShardData, classes_per_client: list[list[int]]) -> list[
 def config(mode: str, **collab: Any) -> TrainConfig:
     cfg = TrainConfig(collab=CollabConfig(mode=mode))
     cfg.collab = dataclasses.replace(cfg.collab, **collab)
-    cfg.model = dataclasses.replace(cfg.model, name="mlp_seed")
+    cfg.model = dataclasses.replace(cfg.model, name="mlp784")
     cfg.optim = dataclasses.replace(cfg.optim, lr=0.05, momentum=0.9, nesterov=True, decay=0.0)
     cfg.train = dataclasses.replace(cfg.train, batch_size=32, epochs=3, eval_batch_size=512)
     cfg.launch = dataclasses.replace(cfg.launch, num_processes=WORLD)
@@ -220,7 +220,7 @@ def hand_local_sgd(
 
 
 def hand_independent(cfg: TrainConfig, train: ShardData, rank: int) -> torch.nn.Module:
-    model = make_model(cfg, "mlp_seed", train, peer_seed(cfg, rank), torch.device("cpu"))
+    model = make_model(cfg, "mlp784", train, peer_seed(cfg, rank), torch.device("cpu"))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=True)
     for epoch in range(cfg.train.epochs):
         for x, y in iter_batches(train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch):
@@ -287,7 +287,7 @@ def six_jobs(digits, tmp_path_factory, single_thread) -> dict[str, Any]:
         "configs": {"fedavg": fed, "fedprox": prox, "dml0": dml0, "local_sgd": lsgd},
         "clients": clients,
         "parts": parts,
-        "init": make_model(fed, "mlp_seed", train, fed.train.seed, torch.device("cpu")),
+        "init": make_model(fed, "mlp784", train, fed.train.seed, torch.device("cpu")),
     }
 
 
@@ -331,7 +331,7 @@ def test_parameter_averaging_needs_a_shared_init(six_jobs, digits):
         k: (res_avg["state"][k].double() + peer1["state"][k].double()).div(2).float()
         for k in res_avg["state"]
     }
-    fused = make_model(six_jobs["configs"]["dml0"], "mlp_seed", train, 0, torch.device("cpu"))
+    fused = make_model(six_jobs["configs"]["dml0"], "mlp784", train, 0, torch.device("cpu"))
     fused.load_state_dict(mean)
     with torch.no_grad():
         ref_acc = _acc(torch.softmax(fused(test.features), 1), test.labels)

@@ -28,7 +28,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_follow_the_seed() -> None:
     cfg = load_config(None)
-    assert cfg.model.name == "mlp_seed"
+    assert cfg.model.name == "mlp784"
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.nesterov, cfg.optim.decay) == (
         "sgd",
         0.01,
@@ -139,9 +139,9 @@ def test_bad_overrides_name_the_key(override: str, named: str) -> None:
 
 def test_collab_section_is_optional_and_parsed(tmp_path: Path) -> None:
     cfg = load_config(
-        write(tmp_path, '[collab]\nmode = "fedavg"\npeers = ["mlp_seed", "cnn"]\nrounds = 5\nmu = 0.01\n')
+        write(tmp_path, '[collab]\nmode = "fedavg"\npeers = ["mlp784", "cnn"]\nrounds = 5\nmu = 0.01\n')
     )
-    assert cfg.collab == CollabConfig(mode="fedavg", peers=["mlp_seed", "cnn"], rounds=5, mu=0.01)
+    assert cfg.collab == CollabConfig(mode="fedavg", peers=["mlp784", "cnn"], rounds=5, mu=0.01)
     assert "collab" in cfg.to_dict() and "collab" not in TrainConfig().to_dict()
 
 

@@ -54,8 +54,8 @@ def test_tiny_demo_summary_matches_references(
 
     # Training: the reported test accuracy is what the checkpoint's weights score in a plain module.
     test = load_shard(out / "shards" / "mnist5k", "test")
-    model = build_model("mlp_seed", test.feature_shape, test.num_classes)
-    model.load_state_dict(load_model_state(out / "train" / "mlp_seed" / "checkpoint.pt"))
+    model = build_model("mlp784", test.feature_shape, test.num_classes)
+    model.load_state_dict(load_model_state(out / "train" / "mlp784" / "checkpoint.pt"))
     with torch.no_grad():
         correct = int((model(test.features).argmax(1) == test.labels).sum())
     assert result.train["test_accuracy"] == pytest.approx(correct / len(test))
@@ -66,7 +66,7 @@ def test_tiny_demo_summary_matches_references(
     assert f"tokens: {result.tokens}" in summary and f"distinct: {result.distinct_words}" in summary
     assert "top: the " in summary and "train 4000, val 500, test 500" in summary
     assert f"test accuracy: {result.train['test_accuracy']:.4f} on 500 digits" in summary
-    assert str(out / "train" / "mlp_seed") in summary
+    assert str(out / "train" / "mlp784") in summary
     if result.gpt_skipped:
         assert f"GPT: left out ({result.gpt_skipped})" in summary
     else:

@@ -1,4 +1,4 @@
-"""Model registry and the seed's exact network."""
+"""Model registry and the original article's exact network."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from training.config import ModelConfig
 from training.models import available_models, build_model, register
 
 
-def test_mlp_seed_is_exactly_784_10_relu_10() -> None:
-    m = build_model("mlp_seed", (28, 28), 10)
+def test_mlp784_is_exactly_784_10_relu_10() -> None:
+    m = build_model("mlp784", (28, 28), 10)
     linears = [x for x in m.modules() if isinstance(x, nn.Linear)]
     assert [(lin.in_features, lin.out_features) for lin in linears] == [(784, 10), (10, 10)]
     assert sum(p.numel() for p in m.parameters()) == 784 * 10 + 10 + 10 * 10 + 10
@@ -60,5 +60,5 @@ def test_adding_a_model_is_one_decorated_function() -> None:
 
 
 def test_unknown_model_lists_the_choices() -> None:
-    with pytest.raises(ValueError, match="mlp_seed"):
+    with pytest.raises(ValueError, match="mlp784"):
         build_model("resnet", (784,), 10)

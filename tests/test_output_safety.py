@@ -145,7 +145,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 CONFIGS = {
-    "train": REPO_ROOT / "conf" / "train" / "mlp_seed.toml",
+    "train": REPO_ROOT / "conf" / "train" / "mlp784.toml",
     "collab": REPO_ROOT / "conf" / "collab" / "fedavg.toml",
 }
 

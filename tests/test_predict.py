@@ -367,7 +367,7 @@ def test_collab_job_saves_peers_that_predict_reloads(spark, shards: Path, tmp_pa
     cfg.write_text(
         f"""
 [model]
-name = "mlp_seed"
+name = "mlp784"
 [data]
 shards = "{shards}"
 [train]
@@ -380,12 +380,12 @@ timeout_s = 240
 dir = "{run}"
 [collab]
 mode = "dml"
-peers = ["mlp_seed", "cnn"]
+peers = ["mlp784", "cnn"]
 """
     )
     assert collab_main(["--config", str(cfg), *spark_args()]) == 0
     saved = torch.load(run / "peers.pt", weights_only=False)
-    assert [p["name"] for p in saved["peers"]] == ["mlp_seed", "cnn"]
+    assert [p["name"] for p in saved["peers"]] == ["mlp784", "cnn"]
     assert saved["feature_shape"] == list(SHAPE) and saved["num_classes"] == CLASSES
     result = json.loads((run / "result.json").read_text())
     assert [p["init_fingerprint"] for p in saved["peers"]] == result["init_fingerprints"]

@@ -35,7 +35,7 @@ def _config(tmp_path: Path, shards: Path, body: str = "") -> Path:
     path.write_text(
         f"""
 [model]
-name = "mlp_seed"
+name = "mlp784"
 [data]
 shards = "{shards}"
 [train]
@@ -100,15 +100,15 @@ def _save_checkpoint(run_dir: Path, name: str, dim: int, classes: int) -> Path:
 
 
 def test_checkpoint_mismatch_accepts_the_same_model_and_names_a_changed_one(tmp_path):
-    path = _save_checkpoint(tmp_path, "mlp_seed", 16, 4)
-    assert checkpoint_mismatch(tmp_path, ModelConfig(name="mlp_seed"), (16,), 4) is None
-    assert checkpoint_mismatch(tmp_path / "empty", ModelConfig(name="mlp_seed"), (16,), 4) is None
-    # mlp_seed is Flatten, Linear(D, 10), ReLU, Linear(10, C): the first layer holds D, the last C.
-    features = checkpoint_mismatch(tmp_path, ModelConfig(name="mlp_seed"), (8,), 4)
+    path = _save_checkpoint(tmp_path, "mlp784", 16, 4)
+    assert checkpoint_mismatch(tmp_path, ModelConfig(name="mlp784"), (16,), 4) is None
+    assert checkpoint_mismatch(tmp_path / "empty", ModelConfig(name="mlp784"), (16,), 4) is None
+    # mlp784 is Flatten, Linear(D, 10), ReLU, Linear(10, C): the first layer holds D, the last C.
+    features = checkpoint_mismatch(tmp_path, ModelConfig(name="mlp784"), (8,), 4)
     assert (
         features is not None and "1.weight" in features and "[10, 16]" in features and "[10, 8]" in features
     )
-    classes = checkpoint_mismatch(tmp_path, ModelConfig(name="mlp_seed"), (16,), 5)
+    classes = checkpoint_mismatch(tmp_path, ModelConfig(name="mlp784"), (16,), 5)
     assert classes is not None and "3.weight" in classes and "[4, 10]" in classes
     model = checkpoint_mismatch(tmp_path, ModelConfig(name="cnn"), (16,), 4)
     assert model is not None and str(path) in model
@@ -116,7 +116,7 @@ def test_checkpoint_mismatch_accepts_the_same_model_and_names_a_changed_one(tmp_
 
 @pytest.mark.parametrize(
     ("saved", "dim", "reason"),
-    [("mlp_seed", 8, "shape"), ("cnn", 16, "another model")],
+    [("mlp784", 8, "shape"), ("cnn", 16, "another model")],
     ids=["data-shape-changed", "model-changed"],
 )
 def test_train_resume_with_a_changed_model_or_data_is_refused(

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.distributed
 
 FEDAVG = """
 [model]
-name = "mlp_seed"
+name = "mlp784"
 [data]
 shards = "{shards}"
 [optim]

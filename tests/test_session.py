@@ -62,7 +62,7 @@ def test_train_against_an_unreachable_master_is_one_error_line(tmp_path) -> None
     done = subprocess.run(
         [
             sys.executable, "-m", "spark_jobs", "train",
-            "--config", str(REPO_ROOT / "conf" / "train" / "mlp_seed.toml"),
+            "--config", str(REPO_ROOT / "conf" / "train" / "mlp784.toml"),
             "--set", f"data.shards='{shards}'", "--set", f"run.dir='{run_dir}'",
             "--master", dead,
         ],
@@ -87,7 +87,7 @@ def test_overwrite_removes_nothing_when_the_config_is_invalid(tmp_path) -> None:
     done = subprocess.run(
         [
             sys.executable, "-m", "spark_jobs", "train", "--overwrite",
-            "--config", str(REPO_ROOT / "conf" / "train" / "mlp_seed.toml"),
+            "--config", str(REPO_ROOT / "conf" / "train" / "mlp784.toml"),
             "--set", f"data.shards='{shards}'", "--set", f"run.dir='{run_dir}'",
             "--set", "model.name='no_such_model'", "--master", "local[1]",
         ],

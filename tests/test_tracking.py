@@ -100,7 +100,7 @@ def test_train_run_is_read_back(shards: Path, tmp_path: Path, store: Path) -> No
 
     # The logged model predicts what the checkpoint's weights in a plain module predict.
     data = load_shard(shards, "test")
-    reference = build_model("mlp_seed", data.feature_shape, data.num_classes)
+    reference = build_model("mlp784", data.feature_shape, data.num_classes)
     reference.load_state_dict(load_model_state(run_dir / "checkpoint.pt"))
     with torch.no_grad():
         want = reference(data.features).numpy()
@@ -146,7 +146,7 @@ def test_collab_run_is_logged_by_the_driver(spark, shards: Path, tmp_path: Path,
     config.write_text(
         f"""
 [model]
-name = "mlp_seed"
+name = "mlp784"
 [data]
 shards = "{shards}"
 [optim]

@@ -75,7 +75,7 @@ def two_rank_reference(shards: Path) -> dict[str, torch.Tensor]:
 
     parts = [load_shard(shards, "train", r) for r in (0, 1)]
     torch.manual_seed(0)
-    model = build_model("mlp_seed", parts[0].feature_shape, parts[0].num_classes)
+    model = build_model("mlp784", parts[0].feature_shape, parts[0].num_classes)
     bufs = [torch.zeros_like(p) for p in model.parameters()]
     t = 0
     for epoch in range(1, EPOCHS + 1):
@@ -99,7 +99,7 @@ def one_process_accuracy(shards: Path, state: dict[str, torch.Tensor]) -> float:
     from training.models import build_model
 
     data = load_shard(shards, "test")
-    model = build_model("mlp_seed", data.feature_shape, data.num_classes)
+    model = build_model("mlp784", data.feature_shape, data.num_classes)
     model.load_state_dict(state)
     with torch.no_grad():
         return int((model(data.features).argmax(1) == data.labels).sum()) / len(data)

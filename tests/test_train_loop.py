@@ -56,7 +56,7 @@ def plain_reference(shards: Path, epochs: int, batch: int, seed: int) -> dict[st
     """Independent plain-PyTorch loop: same model init, same batches, SGD Nesterov + time decay by hand."""
     data = load_shard(shards, "train")
     torch.manual_seed(seed)
-    model = build_model("mlp_seed", data.feature_shape, data.num_classes)
+    model = build_model("mlp784", data.feature_shape, data.num_classes)
     bufs = [torch.zeros_like(p) for p in model.parameters()]
     t = 0
     for epoch in range(1, epochs + 1):
@@ -103,7 +103,7 @@ def test_outputs_metrics_and_result(shards: Path, tmp_path: Path) -> None:
 def test_test_accuracy_matches_an_independent_count(shards: Path, tmp_path: Path) -> None:
     result = train(cfg_for(shards, tmp_path / "run", "train.eval_batch_size=7"))
     data = load_shard(shards, "test")
-    model = build_model("mlp_seed", data.feature_shape, data.num_classes)
+    model = build_model("mlp784", data.feature_shape, data.num_classes)
     model.load_state_dict(load_model_state(tmp_path / "run" / "checkpoint.pt"))
     with torch.no_grad():
         correct = int((model(data.features).argmax(1) == data.labels).sum())

@@ -41,10 +41,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp_seed"
-    """Registered model name: mlp_seed (the seed's 784-10-10 MLP), mlp (wider MLP), cnn (LeNet-style)."""
+    name: str = "mlp784"
+    """Registered model name: mlp784 (the original article's 784-10-10 MLP), mlp (wider MLP), cnn (LeNet-style)."""
     hidden: int = 256
-    """Hidden width of the wider ``mlp`` (its two hidden layers); mlp_seed and cnn ignore it."""
+    """Hidden width of the wider ``mlp`` (its two hidden layers); mlp784 and cnn ignore it."""
 
 
 @dataclass
@@ -369,13 +369,13 @@ def validate(cfg: Any) -> Any:
     """Range and choice checks across fields; raises ValueError naming the key and the fix."""
     if not isinstance(cfg, TrainConfig):
         return cfg.validate()  # a root of its own (CONFIG_ROOTS) checks itself
-    from training.models import available_models
+    from training.models import available_models, unknown_model_message
 
     def bad(key: str, msg: str) -> None:
         raise ValueError(f"{key}: {msg}")
 
     if cfg.model.name not in available_models():
-        bad("model.name", f"unknown model {cfg.model.name!r}; choose one of: {', '.join(available_models())}")
+        bad("model.name", unknown_model_message(cfg.model.name))
     if cfg.model.hidden < 1:
         bad("model.hidden", "must be >= 1")
     if not cfg.data.shards:
@@ -445,7 +445,7 @@ def validate(cfg: Any) -> Any:
     if cfg.fault.attempts < 0:
         bad("fault.attempts", "must be >= 0")
     if not cfg.run.dir:
-        bad("run.dir", "set a run directory, e.g. runs/train/mlp_seed")
+        bad("run.dir", "set a run directory, e.g. runs/train/mlp784")
     if cfg.run.tracking not in TRACKERS:
         bad("run.tracking", f"unknown tracker {cfg.run.tracking!r}; choose one of: {', '.join(TRACKERS)}")
     if cfg.run.tracking == "mlflow" and importlib.util.find_spec("mlflow") is None:
@@ -469,10 +469,7 @@ def validate(cfg: Any) -> Any:
             bad("collab.fusion", f"unknown fusion {c.fusion!r}; choose one of: {', '.join(FUSIONS)}")
         for i, peer in enumerate(c.peers):
             if peer not in available_models():
-                bad(
-                    f"collab.peers[{i}]",
-                    f"unknown model {peer!r}; choose one of: {', '.join(available_models())}",
-                )
+                bad(f"collab.peers[{i}]", unknown_model_message(peer))
         if not 0 < c.fraction <= 1:
             bad("collab.fraction", "must be in (0, 1]")
         if c.temperature <= 0:

@@ -3,7 +3,7 @@
 A builder takes the data's feature shape (e.g. ``(784,)``, ``(1, 28, 28)`` or ``(64,)``) and the
 number of classes, plus the :class:`~training.config.ModelConfig`, and returns an ``nn.Module``
 that maps a float32 batch ``[B, *feature_shape]`` (or flat ``[B, prod(feature_shape)]``) to logits
-``[B, num_classes]``. Softmax is left to the loss (``cross_entropy``), as the seed's softmax
+``[B, num_classes]``. Softmax is left to the loss (``cross_entropy``), as the original article's softmax
 output layer plus categorical cross-entropy is the same function.
 
 Models hold no parallelism code; DDP/FSDP wrapping happens in :mod:`training.loop`.
@@ -41,9 +41,20 @@ def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     return deco
 
 
+# Former names, so that an old config gets told the new one instead of a bare "unknown".
+RENAMED = {"mlp_seed": "mlp784"}
+
+
 def available_models() -> list[str]:
     """Registered model names, in registration order."""
     return list(_REGISTRY)
+
+
+def unknown_model_message(name: str) -> str:
+    """What to say about a model name that is not registered."""
+    if name in RENAMED:
+        return f"model {name!r} is now called {RENAMED[name]!r}; use that name"
+    return f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}"
 
 
 def build_model(
@@ -51,14 +62,14 @@ def build_model(
 ) -> nn.Module:
     """Instantiate model ``name`` for data of ``feature_shape`` with ``num_classes`` classes."""
     if name not in _REGISTRY:
-        raise ValueError(f"model.name: unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
+        raise ValueError(f"model.name: {unknown_model_message(name)}")
     cfg = cfg or ModelConfig(name=name)
     return _REGISTRY[name](tuple(int(d) for d in feature_shape), int(num_classes), cfg)
 
 
-@register("mlp_seed")
-def mlp_seed(feature_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
-    """The seed's network exactly: inputs -> Dense(10, relu) -> Dense(num_classes) (softmax in the loss).
+@register("mlp784")
+def mlp784(feature_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    """The original article's network exactly: inputs -> Dense(10, relu) -> Dense(num_classes) (softmax in the loss).
 
     For MNIST that is 784 -> 10 -> 10: 7,850 + 110 = 7,960 parameters.
     """
