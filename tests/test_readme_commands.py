@@ -57,6 +57,7 @@ LONG_RUNS = {
 DOWNLOAD = re.compile(r"\b(curl|wget)\b")
 # A path under data/ (where the README's downloads go); not ../shared/data.
 DATA_PATH = re.compile(r"(?<![\w./])data/[\w./-]*")
+REDIRECT_TARGET = re.compile(r">\s*\S+")
 EXPECTED_EXIT = re.compile(r"#.*\bexit (\d+)\b")
 
 
@@ -120,8 +121,14 @@ def skip_reason(command: Command, workdir: Path) -> str:
         return "a download (no network here); the file is copied from ../shared/data when present"
     if "../shared" in command.text and not SHARED_DATA.is_dir():
         return "reads ../shared/data, which is absent"
-    for path in DATA_PATH.findall(command.text):
-        if not any(rel.startswith(path) and (workdir / rel).exists() for rel in DOWNLOADS):
+    reads = REDIRECT_TARGET.sub("", command.text)  # a file the command writes is not one it needs
+    for path in DATA_PATH.findall(reads):
+        made_earlier = (
+            any(p.exists() for p in workdir.glob(path)) if "*" in path else (workdir / path).exists()
+        )
+        if not made_earlier and not any(
+            rel.startswith(path) and (workdir / rel).exists() for rel in DOWNLOADS
+        ):
             return f"reads {path}, downloaded by an earlier line and absent here"
     return ""
 
@@ -148,8 +155,12 @@ def test_extraction_joins_continuations_and_keeps_exit_notes() -> None:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repository's top-level entries linked into a fresh directory, with empty runs/ and data/."""
-    work = tmp_path_factory.mktemp("readme")
+    return working_copy(tmp_path_factory.mktemp("readme"))
+
+
+def working_copy(work: Path) -> Path:
+    """The repository's top-level entries linked into ``work``, with an empty runs/ and the
+    downloads of data/ copied from ../shared/data."""
     for entry in ROOT.iterdir():
         if entry.name not in {"runs", "data", "mlruns", ".git"}:
             (work / entry.name).symlink_to(entry)
