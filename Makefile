@@ -11,7 +11,7 @@ SETUP_STAMP := $(VENV)/.setup-done
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: setup check-java jvm-cache demo test test-fast lint format bench-wordcount bench-loader bench-train bench-collab bench-lm-collab bench-session bench-gpt bench-predict bench-corpus \
+.PHONY: setup check-java jvm-cache demo test test-fast test-docs lint format bench-wordcount bench-loader bench-train bench-collab bench-lm-collab bench-session bench-gpt bench-predict bench-corpus \
         cluster-up cluster-down cluster-status dist clean
 
 setup: $(SETUP_STAMP)
@@ -43,6 +43,10 @@ test: jvm-cache
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not cluster and not distributed"
+
+# Every command of docs/*.md, as written, in reading order (about an hour on 2 cores).
+test-docs: jvm-cache
+	SPARK_COLLAB_DOC_COMMANDS=1 $(PY) -m pytest -q tests/test_doc_commands.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,8 +1,9 @@
 """Collaborative GPT training compared: DDP, DiLoCo, FedAvg, codistillation, independent peers.
 
 Every arm trains the CPU GPT (conf/train/gpt_char.toml) on 2 ranks with the same token budget
-(``--iters`` steps of the global batch: each DiLoCo / FedAvg replica or peer takes half of every
-global batch, the windows DDP reads), the same seeds and the same val windows. One launch runs all
+(``--iters`` steps of the global batch: DDP's ``train.batch_size`` is the batch of its one model,
+and each DiLoCo / FedAvg replica or peer, a model of its own, gets half of it as its
+``train.batch_size``, so the two together read the windows DDP reads), the same seeds and the same val windows. One launch runs all
 arms and seeds in a row on the same two ranks. Reported per arm: final val loss (mean and spread
 over seeds), bytes sent per rank, and the ratios the goals are about, all measured in this run:
 
@@ -37,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+RANKS = 2  # every arm: DDP's ranks, or one replica / peer per rank
 TINYSHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
@@ -98,7 +100,7 @@ def arm_configs(args: argparse.Namespace, shards: Path, out: Path) -> dict[str, 
         f"train.eval_interval={args.eval_interval}",
         f"train.eval_iters={args.eval_iters}",
         f"train.log_interval={args.eval_interval}",
-        "launch.num_processes=2",
+        f"launch.num_processes={RANKS}",
         "run.checkpoint=false",
         *args.set,
     ]
@@ -123,7 +125,10 @@ def arm_configs(args: argparse.Namespace, shards: Path, out: Path) -> dict[str, 
                 ROOT / "conf" / "train" / "gpt_char.toml",
                 [*common, f"train.seed={seed}", f"run.dir='{run_dir}'"],
             )
-            arms[arm].append(dataclasses.replace(cfg, collab=c))
+            if c is not None:  # train.batch_size is per model: every replica takes its share of DDP's batch
+                train = dataclasses.replace(cfg.train, batch_size=cfg.train.batch_size // RANKS)
+                cfg = dataclasses.replace(cfg, train=train, collab=c)
+            arms[arm].append(cfg)
     return arms
 
 
@@ -236,7 +241,7 @@ def main() -> int:
         flat = launch(
             "training.lm_collab:main_many",
             cfgs,
-            num_processes=2,
+            num_processes=RANKS,
             timeout_s=6 * 3600,
             launch_dir=out / "launch",
         )

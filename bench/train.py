@@ -43,8 +43,9 @@ sys.path.insert(0, str(REPO))
 
 from training.config import load_config  # noqa: E402
 from training.data import load_shard  # noqa: E402
-from training.loop import build_optimizer, train  # noqa: E402
+from training.loop import train  # noqa: E402
 from training.models import build_model  # noqa: E402
+from training.optim import build_optimizer  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 

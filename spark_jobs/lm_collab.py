@@ -3,8 +3,9 @@
 Reached from :mod:`spark_jobs.collab` when the config's ``model.name`` is ``"gpt"``. Thin entry
 point: read and check the config and the token shards, start Spark, launch
 ``training.lm_collab:main`` on ``launch.num_processes`` ranks (one replica per rank), report.
-The ranks write metrics.jsonl, checkpoints (DiLoCo/FedAvg), curves.png and result.json into
-``run.dir``, as ``spark-collab train`` does.
+The ranks write metrics.jsonl, checkpoints (at every evaluation, every mode), curves.png and
+result.json into ``run.dir``, as ``spark-collab train`` does; ``run.resume`` and
+``launch.max_restarts`` continue from the newest checkpoint.
 
 Examples::
 
@@ -88,10 +89,6 @@ def _check_inputs(cfg: GPTConfig) -> GPTConfig:
             f"collab.partition = 'shards': {cfg.data.shards} has {plural(k, 'shard')} in {cfg.data.train_split!r} "
             f"for launch.num_processes={n}; re-run corpus with more shards, or use collab.partition = 'windows'"
         )
-    if cfg.run.resume and c.mode not in ("diloco", "fedavg"):
-        raise JobInputError(
-            f"run.resume: collab.mode = {c.mode!r} writes no checkpoint; only diloco and fedavg resume"
-        )
     return cfg
 
 
@@ -106,7 +103,7 @@ def _prepare_run_dir(cfg: GPTConfig, overwrite: bool) -> None:
     if not overwrite:
         raise JobInputError(
             f"run.dir {run.root} holds an earlier run ({', '.join(earlier)}); pass --overwrite, "
-            "--set run.resume=true (diloco, fedavg), or another --set run.dir=..."
+            "--set run.resume=true, or another --set run.dir=..."
         )
     for name in earlier:
         target = run.root / name
@@ -135,7 +132,6 @@ def run_gpt_collab(args: argparse.Namespace) -> int:
         with job_session_in_background("spark-collab collab", args) as wait_for_spark:
             spark = wait_for_spark()
             spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab gpt {c.mode}")
-            resumable = c.mode in ("diloco", "fedavg")
             try:
                 result = launch(
                     "training.lm_collab:main",  # imported by the ranks only
@@ -146,8 +142,8 @@ def run_gpt_collab(args: argparse.Namespace) -> int:
                     timeout_s=cfg.launch.timeout_s,
                     launch_dir=RunDir.at(run_dir).launch,
                     stall_timeout_s=cfg.launch.stall_timeout_s,
-                    max_restarts=cfg.launch.max_restarts if resumable else 0,
-                    prepare_restart=resume_from_checkpoint if resumable else None,  # type: ignore[arg-type]
+                    max_restarts=cfg.launch.max_restarts,
+                    prepare_restart=resume_from_checkpoint,  # type: ignore[arg-type]
                 )
             except LaunchError as exc:
                 storage = storage_error(exc, f"run.dir {cfg.run.dir}", under=cfg.run.dir)

@@ -153,7 +153,7 @@ def test_unreachable_master_fails_fast_with_a_clear_error(tmp_path: Path) -> Non
     text.write_text("a b a\n", encoding="utf-8")
     dead = f"spark://127.0.0.1:{free_port()}"  # nothing listens there
     out_dir = tmp_path / "out"
-    command = submit_command(dead, None, "spark_jobs/wordcount.py", str(text), "--output", str(out_dir))
+    command = submit_command(dead, None, "spark_jobs/wordcount/cli.py", str(text), "--output", str(out_dir))
     start = time.monotonic()
     # Without the pre-flight check Spark retries for about a minute and ends in a JVM stack trace.
     done = subprocess.run(

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.collab import dml_loss
+from training.collab_dml import dml_loss
 
 
 def _softmax(row):

@@ -18,7 +18,9 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from training.collab import client_shuffle_seed, make_model, peer_seed, run_dml, run_fedavg, run_local_sgd
+from training.collab_averaging import run_fedavg, run_local_sgd
+from training.collab_common import client_shuffle_seed, make_model, peer_seed
+from training.collab_dml import run_dml
 from training.config import CollabConfig, TrainConfig
 from training.data import ShardData, iter_batches
 from training.fusion import FusionError
@@ -79,6 +81,8 @@ def config(mode: str, **collab: Any) -> TrainConfig:
     cfg.optim = dataclasses.replace(cfg.optim, lr=0.05, momentum=0.9, nesterov=True, decay=0.0)
     cfg.train = dataclasses.replace(cfg.train, batch_size=32, epochs=3, eval_batch_size=512)
     cfg.launch = dataclasses.replace(cfg.launch, num_processes=WORLD)
+    # The comparisons here need no checkpoints; the resume tests switch them on in a tmp run.dir.
+    cfg.run = dataclasses.replace(cfg.run, checkpoint=False)
     return cfg
 
 
@@ -99,10 +103,10 @@ def _worker(rank: int, port: int, jobs: list[tuple[str, Any]], out_dir: str) -> 
             for kind, args in jobs:
                 if kind == "dml":
                     cfg, train, test = args
-                    results.append(run_dml(cfg, ctx, train, test, keep_state=True))
+                    results.append(run_dml(cfg, ctx, train, test))
                 elif kind == "local_sgd":
                     cfg, parts, test = args
-                    results.append(run_local_sgd(cfg, ctx, parts[rank], test, keep_state=True))
+                    results.append(run_local_sgd(cfg, ctx, parts[rank], test))
                 elif kind == "dml_refused":
                     cfg, train, test = args
                     try:
@@ -113,7 +117,7 @@ def _worker(rank: int, port: int, jobs: list[tuple[str, Any]], out_dir: str) -> 
                 else:
                     cfg, clients, test = args
                     mine = {k: d for k, d in enumerate(clients) if k % WORLD == rank}
-                    results.append(run_fedavg(cfg, ctx, mine, len(clients), test, keep_state=True))
+                    results.append(run_fedavg(cfg, ctx, mine, len(clients), test))
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     except BaseException:
         with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as fh:

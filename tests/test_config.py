@@ -159,8 +159,11 @@ def test_describe_lists_only_the_keys_the_job_reads() -> None:
     assert "[collab]" not in train_text and "strategy = 'ddp'" in train_text
     collab_text = describe(TrainConfig(collab=CollabConfig()))
     assert "[collab]" in collab_text
-    for key in ("strategy", "bf16", "val_split", "resume", "checkpoint_every", "plots"):
+    for key in ("strategy", "bf16", "val_split", "plots"):
         assert f"  {key} = " not in collab_text, key
+    # Collaborative runs checkpoint per round (or epoch) and resume from there.
+    for key in ("resume", "checkpoint", "checkpoint_every", "keep_checkpoints"):
+        assert f"  {key} = " in collab_text, key
 
 
 def test_collab_refuses_keys_it_does_not_read_on_any_side(tmp_path: Path) -> None:

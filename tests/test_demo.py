@@ -14,10 +14,6 @@ from spark_jobs import demo
 from spark_jobs.demo_text import demo_text
 
 
-def test_top_words_order_by_count_then_word() -> None:
-    assert demo.top_words({"b": 2, "a": 2, "c": 5, "d": 1}, 3) == [("c", 5), ("a", 2), ("b", 2)]
-
-
 def test_demo_text_is_cpythons_documentation() -> None:
     from pydoc_data.topics import topics
 

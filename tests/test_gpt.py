@@ -300,7 +300,7 @@ def test_a_tiny_model_overfits_a_tiny_corpus(overfit_run: Path) -> None:
 def test_generate_continues_the_corpus_and_is_deterministic(
     overfit_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from spark_jobs.generate import main
+    from spark_jobs.predict.generate import main
 
     assert (
         main(
@@ -339,7 +339,7 @@ def test_generate_continues_the_corpus_and_is_deterministic(
 def test_generate_errors_are_one_line(
     tmp_path: Path, overfit_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from spark_jobs.generate import main
+    from spark_jobs.predict.generate import main
 
     assert main(["--run", str(tmp_path)]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err

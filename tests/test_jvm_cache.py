@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from spark_jobs import jvm_cache
+from spark_jobs.session import start_accelerations_enabled
 
 
 @pytest.fixture
@@ -70,6 +71,8 @@ def test_session_started_by_us_maps_the_archive_when_built(spark) -> None:  # ty
     archive = jvm_cache.archive_path()
     if archive is None or not archive.is_file() or not jvm_cache.enabled():
         pytest.skip("no archive built here (make jvm-cache)")
+    if not start_accelerations_enabled():
+        pytest.skip("SPARK_COLLAB_PLAIN_START is set: sessions start without the archive")
     runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     args = [str(a) for a in runtime.getInputArguments()]
     assert f"-XX:SharedArchiveFile={archive}" in args

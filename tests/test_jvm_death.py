@@ -69,15 +69,15 @@ def test_jvm_killed_during_wordcount_is_one_line(tmp_path: Path) -> None:
 
 SPY = """
 import os, sys
-import spark_jobs.session as session
+import spark_jobs.session.jvm as session_jvm
 seen = []
-original = session.driver_jvm
+original = session_jvm.driver_jvm
 def spy():
     proc = original()
     if proc is not None and proc not in seen:
         seen.append(proc)
     return proc
-session.driver_jvm = spy
+session_jvm.driver_jvm = spy
 from spark_jobs.wordcount import main
 code = main(sys.argv[1:])
 # Read by the test: the JVM's pid and whether a process with that pid still runs java.

@@ -35,6 +35,32 @@ def test_bad_collab_keys_are_named(tmp_path: Path, override: str, key: str) -> N
         load_config(None, gpt_overrides(tmp_path, tmp_path / "run", "collab.mode='dml'", override))
 
 
+def test_a_replica_batch_need_not_split_over_the_ranks(tmp_path: Path) -> None:
+    """train.batch_size is one model's: data-parallel ranks share it, collaborative replicas each take it."""
+    batch = ("launch.num_processes=2", "train.batch_size=3")
+    cfg = load_config(None, gpt_overrides(tmp_path, tmp_path / "r", *batch, "collab.mode='dml'"))
+    assert (cfg.rank_batch(), cfg.micro_batch()) == (3, 3)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"train\.micro_batch"):
+        load_config(
+            None, gpt_overrides(tmp_path, tmp_path / "r", *batch, "collab.mode='dml'", "train.micro_batch=2")
+        )
+    with pytest.raises(ValueError, match=r"train\.batch_size"):
+        load_config(None, gpt_overrides(tmp_path, tmp_path / "r", *batch))  # data-parallel
+
+
+def test_shared_sections_are_checked_as_in_the_classifier_config(tmp_path: Path) -> None:
+    auto = "launch.num_processes='auto'"
+    with pytest.raises(ValueError, match=r"launch\.num_processes.*auto"):
+        load_config(None, gpt_overrides(tmp_path, tmp_path / "r", auto, "collab.mode='dml'"))
+    with pytest.raises(ValueError, match=r"run\.tracking"):
+        load_config(None, gpt_overrides(tmp_path, tmp_path / "r", "run.tracking='wandb'"))
+    with pytest.raises(ValueError, match=r"fault\.fail_rank"):
+        load_config(None, gpt_overrides(tmp_path, tmp_path / "r", "fault.fail_rank=1"))
+    # "auto" is resolved by the data-parallel driver, and every fault mode of the launcher applies.
+    cfg = load_config(None, gpt_overrides(tmp_path, tmp_path / "r", auto, "fault.mode='stall'"))
+    assert cfg.launch.num_processes == "auto"
+
+
 def test_average_fusion_is_accepted_with_a_shared_init(tmp_path: Path) -> None:
     cfg = load_config(
         None,
@@ -46,7 +72,7 @@ def test_average_fusion_is_accepted_with_a_shared_init(tmp_path: Path) -> None:
 
 
 def test_fedavg_is_outer_sgd_at_lr_one_without_momentum(tmp_path: Path) -> None:
-    from training.lm_collab import outer_hyperparameters
+    from training.lm_collab_outer import outer_hyperparameters
 
     cfg = load_config(
         None, gpt_overrides(tmp_path, tmp_path / "r", "collab.mode='fedavg'", "collab.outer_lr=0.3")
@@ -57,7 +83,7 @@ def test_fedavg_is_outer_sgd_at_lr_one_without_momentum(tmp_path: Path) -> None:
 
 
 def test_mean_pair_kl_equals_the_loop_over_pairs() -> None:
-    from training.lm_collab import mean_pair_kl
+    from training.lm_collab_peers import mean_pair_kl
 
     torch.manual_seed(0)
     logp = torch.log_softmax(torch.randn(3, 2, 4, 7, dtype=torch.float64), dim=-1)
@@ -75,7 +101,7 @@ def test_mean_pair_kl_equals_the_loop_over_pairs() -> None:
 def test_shards_partition_gives_each_replica_its_own_shards(tmp_path: Path) -> None:
     from contracts.manifest import Manifest
     from contracts.tokens import open_token_shard
-    from training.lm_collab import replica_windows
+    from training.lm_collab_replica import replica_windows
 
     shards = char_shards(tmp_path / "shards", train_shards=2)
     cfg = _cfg(shards, tmp_path / "r", "collab.partition='shards'")
@@ -122,3 +148,37 @@ def test_fedavg_of_one_replica_equals_plain_training(tmp_path: Path) -> None:
     assert result["rounds"] == 3 and result["comm_bytes"] == 0
     lines = (tmp_path / "fedavg" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert lines and all('"comm_bytes"' in line for line in lines)
+
+
+@pytest.mark.parametrize("mode", ["dml", "independent"])
+def test_peers_resume_from_a_mid_run_checkpoint_is_bitwise_exact(tmp_path: Path, mode: str) -> None:
+    """One peer with dropout: model, AdamW, schedule and RNG come back exactly from the checkpoint at 3."""
+    from training.checkpoint import load_model_state
+    from training.dist import distributed
+    from training.lm_collab import run_collab
+
+    shards = char_shards(tmp_path / "shards")
+    peers = (f"collab.mode='{mode}'", "model.dropout=0.1")
+    with distributed() as ctx:
+        whole = run_collab(_cfg(shards, tmp_path / "whole", *peers), ctx)
+        run_collab(_cfg(shards, tmp_path / "resumed", *peers, "train.max_iters=3"), ctx)
+        resumed = run_collab(_cfg(shards, tmp_path / "resumed", *peers, "run.resume=true"), ctx)
+    assert resumed["resumed_from_iter"] == 3
+    assert resumed["peer_val_losses"] == whole["peer_val_losses"]
+    assert resumed["train_loss"] == whole["train_loss"]  # the log interval's sums came back too
+    a, b = (
+        load_model_state(tmp_path / "whole" / "checkpoint.pt"),
+        load_model_state(tmp_path / "resumed" / "checkpoint.pt"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_checkpoint_of_another_mode(tmp_path: Path) -> None:
+    from training.dist import distributed
+    from training.lm_collab import run_collab
+
+    shards = char_shards(tmp_path / "shards")
+    with distributed() as ctx:
+        run_collab(_cfg(shards, tmp_path / "r", "collab.mode='dml'", "train.max_iters=3"), ctx)
+        with pytest.raises(ValueError, match=r"run\.resume: .* does not fit"):
+            run_collab(_cfg(shards, tmp_path / "r", "collab.mode='fedavg'", "run.resume=true"), ctx)

@@ -1,7 +1,10 @@
 """Collaborative GPT runs on two CPU ranks (gloo), checked against single-process hand references.
 
 One launch runs everything on the same two ranks: counted collectives, DiLoCo, FedAvg, an
-interrupted-and-resumed DiLoCo run, codistillation with weight 0, independent peers and a DDP run.
+interrupted-and-resumed DiLoCo run, codistillation with weight 0, independent peers, codistillation
+uninterrupted and interrupted-and-resumed, and a DDP run. The DDP run's batch (``train.batch_size``,
+one model's) is 8; every collaborative replica is a model of its own with a batch of 4, so the two
+replicas of a step read the 8 windows DDP reads.
 The driver then rebuilds DiLoCo, FedAvg and independent training by hand in one process (two
 replicas simulated with plain torch: AdamW per replica, the outer Nesterov update written out) and
 compares.
@@ -9,6 +12,7 @@ compares.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ H = 2  # inner steps per outer step
 ITERS = 6  # gpt_overrides' train.max_iters: 3 outer steps
 FLOAT_PAYLOAD = 37  # elements of the float32 tensor all-reduced by hand
 INT_PAYLOAD = 5  # elements of the int64 tensor
+REPLICA_BATCH = 4  # train.batch_size of each collaborative replica: half of gpt_overrides' 8
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,9 +39,18 @@ def _pickle_this_module_by_value() -> None:
 
 
 def _cfg(shards: Path, run_dir: Path, *extra: str) -> Any:
+    """A two-rank collaborative config (each replica's batch REPLICA_BATCH) in ``run_dir``."""
     from training.config import load_config
 
-    return load_config(None, gpt_overrides(shards, run_dir, "launch.num_processes=2", *extra))
+    overrides = ("launch.num_processes=2", f"train.batch_size={REPLICA_BATCH}", *extra)
+    return load_config(None, gpt_overrides(shards, run_dir, *overrides))
+
+
+def _ddp_cfg(shards: Path, run_dir: Path) -> Any:
+    """The data-parallel config of the same token budget: one model, gpt_overrides' batch of 8 on 2 ranks."""
+    from training.config import load_config
+
+    return load_config(None, gpt_overrides(shards, run_dir, "launch.num_processes=2"))
 
 
 def _on_ranks(job: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +87,13 @@ def _on_ranks(job: dict[str, Any]) -> dict[str, Any]:
         out["dml"] = run_collab(
             _cfg(shards, root / "dml", "collab.mode='dml'", "collab.weight=1", *peers), ctx
         )
-        out["ddp"] = run_training(_cfg(shards, root / "ddp"), ctx)
+        # Checkpoints at steps 3 and 6: the one at 3 falls between the exchanges at 2 and 4, so the
+        # resumed run must rebuild the stale copies of step 2. Dropout draws from the restored RNG.
+        dml = ("collab.mode='dml'", "collab.weight=1", "collab.exchange_every=2", "model.dropout=0.1")
+        out["dml_whole"] = run_collab(_cfg(shards, root / "dml_whole", *dml), ctx)
+        run_collab(_cfg(shards, root / "dml_resumed", *dml, "train.max_iters=3"), ctx)
+        out["dml_resumed"] = run_collab(_cfg(shards, root / "dml_resumed", *dml, "run.resume=true"), ctx)
+        out["ddp"] = run_training(_ddp_cfg(shards, root / "ddp"), ctx)
     return out
 
 
@@ -117,10 +137,10 @@ def _inner_step(
     rank: int,
     teacher: torch.nn.Module | None = None,
 ) -> None:
-    """One AdamW step of replica ``rank``: its half of global batch ``it``; with a ``teacher``, plus the
-    per-token KL(p_teacher || p_model) at weight 1."""
-    half = cfg.train.batch_size // 2
-    starts = windows.train_starts(cfg.train.seed, it, cfg.train.batch_size)[rank * half : (rank + 1) * half]
+    """One AdamW step of replica ``rank``: its batch, slice ``rank`` of the two replicas' draw of
+    iteration ``it``; with a ``teacher``, plus the per-token KL(p_teacher || p_model) at weight 1."""
+    batch = cfg.train.batch_size
+    starts = windows.train_starts(cfg.train.seed, it, 2 * batch)[rank * batch : (rank + 1) * batch]
     x, y = windows.windows(starts)
     for group in opt.param_groups:
         group["lr"] = cfg.optim.lr_at(it)
@@ -165,11 +185,12 @@ def reference_outer(cfg: Any, shards: Path, lr: float, momentum: float) -> dict[
 
 
 def _val_loss(model: torch.nn.Module, cfg: Any, shards: Path) -> float:
-    """Mean cross-entropy over the fixed val windows every run evaluates on."""
+    """Mean cross-entropy over the fixed val windows every run evaluates on (both replicas' batches per
+    evaluation batch, as DDP's)."""
     from training.lm_data import TokenWindows
 
     val = TokenWindows(shards, "val", cfg.model.block_size)
-    x, y = val.windows(val.fixed_starts(cfg.train.eval_iters * cfg.train.batch_size))
+    x, y = val.windows(val.fixed_starts(cfg.train.eval_iters * 2 * cfg.train.batch_size))
     with torch.no_grad():
         logits, _ = model(x)
         return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)))
@@ -274,6 +295,31 @@ def test_codistillation_equals_two_peers_by_hand(ranks) -> None:  # type: ignore
     assert out["dml"]["peer_val_losses"] != pytest.approx(out["independent"]["peer_val_losses"], abs=1e-4)
     # The KL term moves the peers toward each other.
     assert out["dml"]["peer_kl"] < out["independent"]["peer_kl"]
+
+
+def test_codistillation_resume_is_bitwise_exact(ranks) -> None:  # type: ignore[no-untyped-def]
+    _, root, out = ranks
+    whole, resumed = out["dml_whole"], out["dml_resumed"]
+    assert resumed["resumed_from_iter"] == 3 and whole["resumed_from_iter"] is None
+    assert resumed["peer_val_losses"] == whole["peer_val_losses"]
+    assert resumed["peer_kl"] == whole["peer_kl"]
+    assert (resumed["comm_bytes"], resumed["exchanges"]) == (whole["comm_bytes"], whole["exchanges"])
+    a = torch.load(root / "dml_whole" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    b = torch.load(root / "dml_resumed" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert a["step"] == b["step"] == ITERS
+    peer1_a, peer1_b = a["rank_state"][1], b["rank_state"][1]
+    for k, v in a["model"].items():  # peer 0
+        assert torch.equal(b["model"][k], v), k
+    for k, v in peer1_a["model"].items():
+        assert torch.equal(peer1_b["model"][k], v), k
+    for state_a, state_b in ((a["optimizer"], b["optimizer"]), (peer1_a["optimizer"], peer1_b["optimizer"])):
+        moments = [t for s in state_a["state"].values() for t in (s["exp_avg"], s["exp_avg_sq"])]
+        resumed_moments = [t for s in state_b["state"].values() for t in (s["exp_avg"], s["exp_avg_sq"])]
+        assert moments and all(torch.equal(x, y) for x, y in zip(moments, resumed_moments, strict=True))
+    for rng_a, rng_b in zip(a["rng"], b["rng"], strict=True):
+        assert torch.equal(rng_a["torch"], rng_b["torch"])
+    lines = (root / "dml_resumed" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["iter"] for line in lines if '"eval"' in line] == [0, 3, 6]
 
 
 def test_ddp_gradient_bytes_are_counted(ranks) -> None:  # type: ignore[no-untyped-def]

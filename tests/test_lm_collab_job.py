@@ -21,7 +21,9 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _sets(shards: Path, run_dir: Path, *extra: str) -> list[str]:
-    items = gpt_overrides(shards, run_dir, "launch.num_processes=2", "collab.inner_steps=2", *extra)
+    """``--set`` items of a two-replica run; each replica's batch is 4 (half of gpt_overrides' 8)."""
+    collab = ("launch.num_processes=2", "train.batch_size=4", "collab.inner_steps=2")
+    items = gpt_overrides(shards, run_dir, *collab, *extra)
     return [arg for item in items for arg in ("--set", item)]
 
 
@@ -29,7 +31,7 @@ def _sets(shards: Path, run_dir: Path, *extra: str) -> list[str]:
     ("extra", "message"),
     [
         (("collab.partition='shards'",), "collab.partition = 'shards'"),
-        (("collab.mode='dml'", "run.resume=true"), "run.resume"),
+        (("collab.mode='dml'", "launch.num_processes='auto'"), "launch.num_processes"),
         (("train.strategy='fsdp'",), "train.strategy"),
     ],
 )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from training.config import load_config
-from training.loop import build_optimizer
+from training.optim import build_optimizer
 
 
 def test_cosine_goes_from_lr_to_zero_over_the_run() -> None:

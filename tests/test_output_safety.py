@@ -21,6 +21,7 @@ from train_shards import blob_shards
 from spark_jobs import collab, shard, train, wordcount
 from spark_jobs.errors import JobFailure, JobInputError
 from spark_jobs.output import check_no_overlap, staged_output
+from spark_jobs.wordcount import WordCountOptions, count_words
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
@@ -116,7 +117,7 @@ def test_wordcount_api_refuses_output_holding_its_files(spark, tmp_path: Path) -
     (data / "in.txt").write_text("a b c\n")
     before = snapshot(tmp_path)
     with pytest.raises(JobInputError, match="contains the input"):
-        wordcount.run_wordcount(spark, [str(data / "in.txt")], data, overwrite=True)
+        count_words(spark, WordCountOptions(data, [str(data / "in.txt")], overwrite=True))
     assert snapshot(tmp_path) == before
 
 

@@ -1,15 +1,24 @@
-"""Session life cycle of the jobs, in a fresh process each (the test session must not be touched)."""
+"""Session life cycle of the jobs: real sessions in a fresh process each (the test session must not
+be touched), and the off switch of the start-up accelerations, with the start itself faked."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
+import pytest
 from conftest import REPO_ROOT
+
+from spark_jobs import jvm_cache
+from spark_jobs.session import PLAIN_START_ENV, job_session_in_background, lifecycle
 
 SCRIPT = r"""
 import argparse, sys
-from spark_jobs.session import _session_running, add_spark_arguments, job_session_in_background
+from spark_jobs.session import add_spark_arguments, job_session_in_background, session_running
 
 parser = argparse.ArgumentParser()
 add_spark_arguments(parser)
@@ -22,27 +31,29 @@ try:
         raise ValueError("bad config")
 except ValueError:
     pass
-assert not _session_running(), "a session abandoned by a failed block was left running"
+assert not session_running(), "a session abandoned by a failed block was left running"
 
 # 2. The block uses the session: it works, and it is stopped at the end.
 with job_session_in_background("t", args) as wait_for_spark:
     assert wait_for_spark().range(5).count() == 5
-assert not _session_running(), "the session we started was not stopped"
+assert not session_running(), "the session we started was not stopped"
 
 # 3. A session the caller already had is used and left running.
 from pyspark.sql import SparkSession
 mine = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
 with job_session_in_background("t", args) as wait_for_spark:
     assert wait_for_spark().range(3).count() == 3
-assert _session_running() and mine.range(2).count() == 2
+assert session_running() and mine.range(2).count() == 2
 mine.stop()
 print("OK")
 """
 
 
-def test_background_session_is_stopped_after_early_failure_and_success() -> None:
+@pytest.mark.parametrize("plain_start", ["", "1"], ids=["background", "plain"])
+def test_background_session_is_stopped_after_early_failure_and_success(plain_start: str) -> None:
+    env = {**os.environ, PLAIN_START_ENV: plain_start}
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
 
@@ -96,3 +107,65 @@ def test_overwrite_removes_nothing_when_the_config_is_invalid(tmp_path) -> None:
     assert done.returncode == 2, done.stderr[-2000:]
     assert "model.name" in done.stderr and "no_such_model" in done.stderr
     assert (run_dir / "result.json").read_text() == "{}"
+
+
+def test_plain_start_switches_off_the_class_data_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPARK_COLLAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("SPARK_COLLAB_JVM_CACHE", raising=False)
+    monkeypatch.delenv(PLAIN_START_ENV, raising=False)
+    archive = jvm_cache.archive_path()
+    assert archive is not None, "java and pyspark are installed here"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_bytes(b"not a real archive: only its presence matters here")
+    accelerated = lifecycle.with_start_accelerations({"spark.master": "local[1]"})
+    assert f"-XX:SharedArchiveFile={archive}" in accelerated[jvm_cache.JAVA_OPTIONS_KEY]
+    monkeypatch.setenv(PLAIN_START_ENV, "1")
+    assert lifecycle.with_start_accelerations({"spark.master": "local[1]"}) == {"spark.master": "local[1]"}
+
+
+class _FakeStarts:
+    """Stands in for the session start and stop: records the thread that started and what was stopped."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.session = object()
+        self.started_in: list[str] = []
+        self.stopped: list[tuple[object, bool]] = []
+        monkeypatch.setattr(lifecycle, "session_running", lambda: False)
+        monkeypatch.setattr(lifecycle, "session_from_args", self.start)
+        monkeypatch.setattr(lifecycle, "stop_session", self.stop)
+
+    def start(self, app_name: str, args: argparse.Namespace) -> object:
+        self.started_in.append(threading.current_thread().name)
+        return self.session
+
+    def stop(self, spark: object, quiet: bool = False) -> None:
+        self.stopped.append((spark, quiet))
+
+
+def test_session_starts_in_the_background_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PLAIN_START_ENV, raising=False)
+    fake = _FakeStarts(monkeypatch)
+    with job_session_in_background("t", argparse.Namespace()):
+        pass
+    assert fake.started_in == ["spark-session-start"]
+    assert fake.stopped == [(fake.session, False)]
+
+
+def test_plain_start_switches_off_the_background_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PLAIN_START_ENV, "1")
+    fake = _FakeStarts(monkeypatch)
+    with job_session_in_background("t", argparse.Namespace()) as wait_for_spark:
+        assert not any(t.name == "spark-session-start" for t in threading.enumerate())
+        assert fake.started_in == []
+        assert wait_for_spark() is fake.session and wait_for_spark() is fake.session
+    assert fake.started_in == [threading.current_thread().name]
+    assert fake.stopped == [(fake.session, False)]
+
+    # A block that fails before it asks for the session starts none.
+    fake.started_in.clear()
+    fake.stopped.clear()
+    with pytest.raises(ValueError), job_session_in_background("t", argparse.Namespace()):
+        raise ValueError("bad config")
+    assert fake.started_in == [] and fake.stopped == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from spark_jobs.tokenizers import (
+from spark_jobs.wordcount.tokenizers import (
     cjk_tokens,
     get_tokenizer,
     strip_line_boms,
@@ -27,7 +27,7 @@ def ref_words(line: str) -> list[str]:
 def _batch_counts(lines: list[bytes], tokenizer: str) -> tuple[dict, int]:
     import pyarrow as pa
 
-    from spark_jobs.fastcount import BatchCounter
+    from spark_jobs.wordcount.combiner import BatchCounter
 
     counter = BatchCounter(tokenizer)
     # Two batches, as a task would see them; every value ends with "\n" like the engine sends it.
@@ -91,7 +91,7 @@ def test_vectorised_counts_every_non_ascii_separator() -> None:
     import sys
     from collections import Counter
 
-    from spark_jobs.vector_count import count_block
+    from spark_jobs.wordcount.block_count import count_block
 
     # Every character Python splits on, and a sample of non-word characters, between two words.
     spaces = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()]

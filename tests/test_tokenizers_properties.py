@@ -8,7 +8,7 @@ import re
 import pytest
 from test_tokenizers import ODD_SPACE, _batch_counts, _ref_counts, ref_whitespace, ref_words
 
-from spark_jobs.tokenizers import (
+from spark_jobs.wordcount.tokenizers import (
     cjk_tokens,
     decode_lines,
     whitespace_tokens,
@@ -92,7 +92,7 @@ def test_batch_counter_equals_counter_reference(lines: list[bytes], tokenizer: s
 )
 @settings(max_examples=200, deadline=None)
 def test_read_split_covers_every_line_once(tmp_path_factory, lines, cuts, chunk, trailing_newline) -> None:
-    from spark_jobs.fastcount import read_split
+    from spark_jobs.wordcount.inputs import read_split
 
     data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
     path = tmp_path_factory.mktemp("split") / "f.txt"
@@ -112,7 +112,7 @@ def test_read_split_covers_every_line_once(tmp_path_factory, lines, cuts, chunk,
 def test_vectorised_block_counts_equal_line_by_line_counter(lines: list[str]) -> None:
     from collections import Counter
 
-    from spark_jobs.vector_count import count_block
+    from spark_jobs.wordcount.block_count import count_block
 
     block = "\n".join(lines)
     for name, ref in (("whitespace", ref_whitespace), ("words", ref_words)):

@@ -15,8 +15,9 @@ from training.checkpoint import load_model_state
 from training.config import load_config
 from training.data import iter_batches, load_shard
 from training.faults import InjectedFault
-from training.loop import build_optimizer, train
+from training.loop import train
 from training.models import build_model
+from training.optim import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from spark_jobs.vector_count import count_block, count_utf8_block
+from spark_jobs.wordcount.block_count import count_block, count_utf8_block
 
 
 def ref_counts(text: str, tokenizer: str) -> dict[str, int]:

@@ -20,6 +20,10 @@ import rjieba
 from conftest import REPO_ROOT, spark_args
 
 from spark_jobs import wordcount
+from spark_jobs.wordcount import engines
+from spark_jobs.wordcount.inputs import resolve_inputs
+from spark_jobs.wordcount.job import count_files, count_words
+from spark_jobs.wordcount.options import WordCountOptions
 
 # ------------------------------------------------------------------ reference (independent of the job)
 
@@ -138,17 +142,14 @@ def corpus(tmp_path_factory) -> tuple[list[str], list[bytes]]:
 def test_engines_match_reference(spark, corpus, tmp_path, monkeypatch, engine, tokenizer) -> None:
     if engine == "arrow-reader":
         # The route taken for paths Python cannot open (hdfs://...): lines from Spark's text reader.
-        monkeypatch.setitem(
-            wordcount.COUNTERS, "arrow", functools.partial(wordcount.count_arrow, direct=False)
-        )
+        monkeypatch.setitem(engines.COUNTERS, "arrow", functools.partial(engines.count_arrow, direct=False))
         engine = "arrow"
     inputs, blobs = corpus
-    files = wordcount.resolve_inputs(inputs)
+    files = resolve_inputs(inputs)
     assert len(files) == 4
     expected, bad = ref_count(blobs, tokenizer)
-    result = wordcount.run_wordcount(
-        spark, files, tmp_path / "out", tokenizer=tokenizer, engine=engine, top=5
-    )
+    options = WordCountOptions(tmp_path / "out", inputs, tokenizer=tokenizer, engine=engine, top=5)
+    result = count_words(spark, options)
     assert read_output(tmp_path / "out") == dict(expected)
     assert result.invalid_lines == bad == 2
     assert result.total_tokens == sum(expected.values())
@@ -159,8 +160,9 @@ def test_engines_match_reference(spark, corpus, tmp_path, monkeypatch, engine, t
 
 def test_failed_job_leaves_nothing(spark, tmp_path) -> None:
     out = tmp_path / "out"
+    # A file that vanished after the inputs were checked: Spark's read fails mid-job.
     with pytest.raises(Exception, match=r"(?i)does not exist|no such file"):
-        wordcount.run_wordcount(spark, [str(tmp_path / "vanished.txt")], out)
+        count_files(spark, [str(tmp_path / "vanished.txt")], WordCountOptions(out))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -265,7 +267,7 @@ def test_spark_submit_end_to_end(corpus, tmp_path) -> None:
     inputs, blobs = corpus
     out = tmp_path / "out"
     cmd = [str(spark_submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-           str(REPO_ROOT / "spark_jobs" / "wordcount.py"), inputs[1], "--output", str(out), "--format", "json"]  # fmt: skip
+           str(REPO_ROOT / "spark_jobs" / "wordcount" / "cli.py"), inputs[1], "--output", str(out), "--format", "json"]  # fmt: skip
     proc = subprocess.run(
         cmd, cwd=tmp_path, env=_subprocess_env(), capture_output=True, text=True, timeout=300
     )
@@ -294,7 +296,7 @@ def test_shared_texts(spark, shared_data, tmp_path, relative, tokenizer) -> None
     if relative.startswith("gutenberg"):
         assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw  # the traps this file exists to test
     expected, bad = ref_count([raw], tokenizer)
-    result = wordcount.run_wordcount(spark, [str(path)], tmp_path / "out", tokenizer=tokenizer, top=3)
+    result = count_words(spark, WordCountOptions(tmp_path / "out", [str(path)], tokenizer=tokenizer, top=3))
     assert read_output(tmp_path / "out") == dict(expected)
     assert (result.total_tokens, result.distinct_words, result.invalid_lines) == (
         sum(expected.values()),

@@ -1,7 +1,7 @@
 """Federated aggregation arithmetic: weighted parameter averaging, client selection, FedProx.
 
 Everything here is pure (tensors in, tensors out, no process group), so the rank-side runners in
-``training.collab`` and the tests share one definition of the maths.
+``training.collab_averaging`` and the tests share one definition of the maths.
 """
 
 from __future__ import annotations
@@ -89,10 +89,3 @@ def proximal_term(params: Iterable[torch.Tensor], anchor: Iterable[torch.Tensor]
     if total is None:
         return torch.zeros(())
     return 0.5 * mu * total
-
-
-def proximal_grad(
-    params: Iterable[torch.Tensor], anchor: Iterable[torch.Tensor], mu: float
-) -> list[torch.Tensor]:
-    """Closed-form gradient of :func:`proximal_term`: ``mu * (w - w_global)`` per tensor."""
-    return [mu * (p.detach() - a.detach()) for p, a in zip(params, anchor, strict=True)]

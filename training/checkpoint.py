@@ -158,8 +158,11 @@ def _prune(run: RunDir, keep: int) -> None:
             leftover.unlink()
 
 
-def _read_latest(run_dir: str | Path) -> dict[str, Any] | None:
-    """Main rank: the state of the newest intact checkpoint (warning about any skipped), or None."""
+def read_latest(run_dir: str | Path) -> dict[str, Any] | None:
+    """Main rank: the state of the newest intact checkpoint (warning about any skipped), or None.
+
+    Raises :class:`NoIntactCheckpoint` when checkpoints exist but none passed its checks.
+    """
     run = RunDir.at(run_dir)
     warnings: list[str] = []
     found = latest_intact(run_dir, warnings)
@@ -197,7 +200,7 @@ def load_checkpoint(
     holder: list[Any] = [None]
     if ctx.is_main:
         try:
-            holder = [_read_latest(run_dir)]
+            holder = [read_latest(run_dir)]
         except NoIntactCheckpoint as exc:
             holder = [exc]  # sent to every rank, so that none waits in a collective for the main one
     if ctx.world_size > 1:

@@ -128,7 +128,7 @@ class RunConfig:
     checkpoint: bool = True
     """Write a checkpoint at the end of every epoch (main rank, atomic, with a SHA-256 record)."""
     checkpoint_every: int = 0
-    """Also write a checkpoint every this many optimizer steps (0: at epoch ends only)."""
+    """Also write a checkpoint every this many optimizer steps (0: at epoch ends only); collab: every this many rounds (DML: epochs), 0 or 1 every round."""
     keep_checkpoints: int = 2
     """How many checkpoints to keep in checkpoints/ (a corrupt latest one falls back to the one before)."""
     plots: bool = True
@@ -218,10 +218,6 @@ COLLAB_UNREAD_KEYS = (
     "train.strategy",
     "train.bf16",
     "data.val_split",
-    "run.resume",
-    "run.checkpoint",
-    "run.checkpoint_every",
-    "run.keep_checkpoints",
     "run.plots",
 )
 FUSIONS = ("ensemble", "average", "none")
@@ -557,7 +553,7 @@ def field_docs(cls: type) -> dict[str, str]:
 def unread_keys(cfg: Any) -> tuple[str, ...]:
     """Keys of the shared sections that ``cfg``'s job does not read (hidden by describe, refused when
     set): collaborative training trains every peer plainly in float32 on one rank, evaluates on the
-    test split only, writes no step checkpoints, always draws its plots and never resumes."""
+    test split only and always draws its plots (it checkpoints per round or epoch, not per step)."""
     return COLLAB_UNREAD_KEYS if getattr(cfg, "collab", None) is not None else ()
 
 

@@ -1,7 +1,7 @@
 """Inference in one process: a trained classifier loaded from its run directory, class probabilities.
 
 Pure torch (no pyspark): it runs in a torch rank, in a test, or in Spark's Python workers through
-:mod:`spark_jobs.predict_worker`. Three kinds of run directory hold a classifier:
+:mod:`spark_jobs.predict.worker`. Three kinds of run directory hold a classifier:
 
 - a ``train`` run: ``result.json`` (the config) and ``checkpoint.pt`` (the full model state);
 - a ``collab`` run: ``result.json`` and ``peers.pt`` (every peer's final parameters and init

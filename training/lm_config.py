@@ -2,9 +2,15 @@
 
 It shares the ``[launch]``, ``[run]`` and ``[fault]`` sections with the classifier config and has
 its own ``[model]``, ``[optim]``, ``[train]`` and ``[data]`` (token shards have no test directory or
-label splits), so that ``--describe`` lists only keys the GPT job reads. Each section checks its own ranges in ``validate()``; the root's
-``validate()`` runs them all plus the checks that span sections. No torch import here: the driver
-reads and checks this config before it starts Spark.
+label splits), so that ``--describe`` lists only keys the GPT job reads. Each section of its own
+checks its ranges in ``validate()``; the shared sections are checked by :mod:`training.shared_checks`
+(the same checks as the classifier config's); the root's ``validate()`` runs them all plus the
+checks that span sections. No torch import here: the driver reads and checks this config before it
+starts Spark.
+
+``train.batch_size`` is the batch of one model: data-parallel training trains one model on all
+ranks, so it is split over them; in collaborative training ([collab]) every rank holds a replica of
+its own, which takes the whole batch.
 
 The vocabulary size is not a key: it comes from the token shards' manifest.
 """
@@ -17,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.config import FaultConfig, LaunchConfig, RunConfig
+from training.shared_checks import check_fault, check_launch, check_run
 
 MODEL_NAME = "gpt"
 STRATEGIES = ("ddp", "fsdp")
-FAULT_MODES = ("raise", "exit")
 
 
 def _bad(key: str, msg: str) -> None:
@@ -119,14 +125,18 @@ class LMTrainSection:
     eval_interval: int = 250
     """Evaluate train and val loss (and checkpoint) every this many iterations, and at the end."""
     eval_iters: int = 20
-    """Batches of batch_size fixed windows per loss estimate (the same windows at every evaluation)."""
+    """Batches of fixed windows per loss estimate (the same windows at every evaluation); a batch is
+    batch_size windows, or in collaborative training batch_size x num_processes (every replica's batch)."""
     log_interval: int = 100
     """Print and record train loss, tokens/s and MFU every this many iterations."""
     batch_size: int = 12
-    """GLOBAL batch per optimizer step, in sequences of block_size tokens, whatever the number of ranks."""
+    """Sequences of block_size tokens in one optimizer step of one model. Data-parallel training
+    (`spark-collab train`) splits that batch over its ranks (num_processes must divide it); in
+    collaborative training ([collab]) every replica is its own model and takes the whole batch on its rank."""
     micro_batch: int = 0
-    """Sequences per rank per forward pass; 0: batch_size / num_processes (no accumulation). Smaller
-    values accumulate gradients over batch_size / (num_processes * micro_batch) passes."""
+    """Sequences per rank per forward pass; 0: the rank's whole part of the batch, no accumulation
+    (batch_size / num_processes data-parallel, batch_size collaborative). Smaller values accumulate
+    gradients over (that part / micro_batch) passes."""
     seed: int = 1337
     """Seed of the initialisation, dropout and the choice of training windows."""
     strategy: str = "ddp"
@@ -144,7 +154,7 @@ class LMTrainSection:
             if getattr(self, key) < 1:
                 _bad(f"train.{key}", "must be >= 1")
         if self.micro_batch < 0:
-            _bad("train.micro_batch", "must be >= 0 (0 = batch_size / num_processes)")
+            _bad("train.micro_batch", "must be >= 0 (0 = the rank's whole part of the batch)")
         if self.strategy not in STRATEGIES:
             _bad(
                 "train.strategy",
@@ -155,6 +165,8 @@ class LMTrainSection:
 
 
 COLLAB_MODES = ("diloco", "fedavg", "dml", "independent")
+# Modes whose replicas share outer parameters (same init, periodic outer step); the rest are peers.
+OUTER_MODES = ("diloco", "fedavg")
 COLLAB_FUSIONS = ("ensemble", "average")
 COLLAB_PARTITIONS = ("windows", "shards")
 
@@ -242,9 +254,16 @@ class GPTConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def rank_batch(self) -> int:
+        """Sequences one rank takes per optimizer step: its share of the one data-parallel model's
+        batch, or in collaborative training the whole batch of the replica it holds."""
+        if self.collab is not None:
+            return self.train.batch_size
+        return self.train.batch_size // int(self.launch.num_processes)
+
     def micro_batch(self) -> int:
         """Sequences per rank per forward pass."""
-        return self.train.micro_batch or self.train.batch_size // self.launch.num_processes
+        return self.train.micro_batch or self.rank_batch()
 
     def validate(self) -> GPTConfig:
         """Every section's own checks, then the ones that span sections; ValueError names the key."""
@@ -254,43 +273,27 @@ class GPTConfig:
             self.collab.validate()
         if not self.data.shards:
             _bad("data.shards", "set it to the output directory of `spark-collab corpus`")
-        if self.launch.num_processes < 1:
-            _bad("launch.num_processes", "must be >= 1")
-        if self.launch.timeout_s < 1:
-            _bad("launch.timeout_s", "must be >= 1 second")
-        if self.launch.collective_timeout_s < 1:
-            _bad("launch.collective_timeout_s", "must be >= 1 second")
-        if self.launch.max_restarts < 0:
-            _bad("launch.max_restarts", "must be >= 0")
-        if self.launch.stall_timeout_s < 0:
-            _bad("launch.stall_timeout_s", "must be >= 0 seconds (0: no stall detection)")
-        if self.run.checkpoint_every < 0:
-            _bad("run.checkpoint_every", "must be >= 0 iterations (0: at evaluations only)")
-        if self.run.keep_checkpoints < 1:
-            _bad("run.keep_checkpoints", "must be >= 1")
-        if self.fault.attempts < 0:
-            _bad("fault.attempts", "must be >= 0")
-        if not self.run.dir:
-            _bad("run.dir", "set a run directory, e.g. runs/train/gpt_char")
-        if self.fault.mode not in FAULT_MODES:
-            _bad("fault.mode", f"choose one of: {', '.join(FAULT_MODES)}")
-        if self.fault.fail_rank >= self.launch.num_processes:
-            _bad(
-                "fault.fail_rank",
-                f"rank {self.fault.fail_rank} does not exist with {self.launch.num_processes} processes",
-            )
-        world = self.launch.num_processes
-        if self.train.batch_size % world:
-            _bad(
-                "train.batch_size",
-                f"global batch {self.train.batch_size} must be a multiple of launch.num_processes={world}",
-            )
-        if (self.train.batch_size // world) % self.micro_batch():
-            _bad(
-                "train.micro_batch",
-                f"{self.train.micro_batch} must divide the per-rank batch "
-                f"{self.train.batch_size // world} (train.batch_size / launch.num_processes)",
-            )
         if self.train.bf16 and not self.launch.use_gpu:
             _bad("train.bf16", "bf16 autocast is for GPU runs (launch.use_gpu=true); CPU runs stay float32")
+        collaborative = self.collab is not None
+        check_launch(self.launch, collaborative=collaborative)
+        check_run(
+            self.run, step_unit="iterations", checkpoints_at="evaluations", dir_example="runs/train/gpt_char"
+        )
+        world = self.launch.num_processes
+        check_fault(self.fault, world)
+        if isinstance(world, str):
+            return self  # "auto": the checks below run again once the driver has resolved the number
+        if not collaborative and self.train.batch_size % world:
+            _bad(
+                "train.batch_size",
+                f"batch {self.train.batch_size} must be a multiple of launch.num_processes={world} "
+                "(each rank takes an equal share of the one model's batch)",
+            )
+        if self.rank_batch() % self.micro_batch():
+            share = "train.batch_size" if collaborative else "train.batch_size / launch.num_processes"
+            _bad(
+                "train.micro_batch",
+                f"{self.train.micro_batch} must divide the per-rank batch {self.rank_batch()} ({share})",
+            )
         return self

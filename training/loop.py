@@ -32,20 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from contracts.heartbeat import STARTING, Heartbeat
 from contracts.manifest import Manifest
 from training import checkpoint, report, tracking
-from training.config import OptimConfig, TrainConfig, config_from_argv
+from training.config import TrainConfig, config_from_argv
 from training.data import ShardData, iter_batches, load_shard
 from training.dist import DistContext, all_reduce_min_int, all_reduce_sum, distributed
 from training.faults import maybe_fail
 from training.models import build_model, shard_units
+from training.optim import build_optimizer, training_step
 
 # ---------------------------------------------------------------------------------------------
-# Building blocks (also used by collaborative training).
+# Building blocks (also used by collaborative training; the optimizer and the step: training.optim).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -81,30 +81,6 @@ def load_rank_data(shards_dir: str, split: str, ctx: DistContext) -> ShardData:
     return concat_shards(
         [load_shard(shards_dir, split, i) for i in range(ctx.global_rank, n, ctx.world_size)]
     )
-
-
-def build_optimizer(
-    params: Any, cfg: OptimConfig, total_steps: int = 0
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """Optimizer plus its per-step schedule (``optim.schedule``): the Keras-style time decay
-    lr_t = lr / (1 + decay * t), or a cosine from lr to 0 over ``total_steps`` optimizer steps."""
-    if cfg.name == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-        )
-    elif cfg.name == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)  # type: ignore[arg-type]
-    else:
-        raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}")
-    if cfg.schedule == "cosine":
-        if total_steps < 1:
-            raise ValueError("optim.schedule=cosine needs the run's total number of optimizer steps")
-        return opt, torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / total_steps))
-        )
-    decay = cfg.decay
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t))
-    return opt, sched
 
 
 def wrap_model(model: nn.Module, strategy: str, ctx: DistContext) -> nn.Module:
@@ -250,17 +226,13 @@ def run_training(cfg: TrainConfig, ctx: DistContext, t_enter: float | None = Non
                 first_step_time = time.time()
             x = x_cpu.to(ctx.device, non_blocking=True)
             y = y_cpu.to(ctx.device, non_blocking=True)
-            with autocast_for(ctx, cfg.train.bf16):
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            logits, loss = training_step(
+                model, optimizer, scheduler, x, y, autocast=autocast_for(ctx, cfg.train.bf16)
+            )
             step += 1
             # Accumulate on the device: no host sync per step.
-            loss_sum += loss.detach().double() * y.shape[0]
-            correct += (logits.detach().argmax(dim=1) == y).sum()
+            loss_sum += loss.double() * y.shape[0]
+            correct += (logits.argmax(dim=1) == y).sum()
             every = cfg.run.checkpoint_every
             if cfg.run.checkpoint and every and step % every == 0 and epoch_step + 1 < steps:
                 checkpoint.save_checkpoint(

@@ -30,7 +30,7 @@ import pyarrow as pa
 from contracts.wordsplit import strip_line_boms
 from spark_jobs.corpus.options import DocSpec
 from spark_jobs.errors import JobInputError
-from spark_jobs.tokenizers import decode_lines
+from spark_jobs.wordcount.tokenizers import decode_lines
 
 DOCS_SCHEMA = pa.schema(
     [("doc_id", pa.int64()), ("source", pa.string()), ("offset", pa.int64()), ("text", pa.string())]
@@ -82,7 +82,7 @@ def doc_id(file_index: int, offset: int) -> int:
 def plan_reads(files: Sequence[str], docs: DocSpec, parallelism: int) -> list[tuple[str, int, int, int]]:
     """(path, file_index, start, end) tasks; ``end = -1`` reads the whole file."""
     if docs.unit == "line":
-        from spark_jobs.wordcount import byte_splits
+        from spark_jobs.wordcount.inputs import byte_splits
 
         index = {path: i for i, path in enumerate(files)}
         return [(p, index[p], s, e) for p, s, e in byte_splits(files, parallelism)]

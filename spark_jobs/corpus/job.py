@@ -54,7 +54,7 @@ class CorpusResult:
 
 def resolve_corpus_inputs(inputs: Sequence[str]) -> list[str]:
     """The word count's input expansion; remote URIs are refused (workers open files themselves)."""
-    from spark_jobs.wordcount import resolve_inputs
+    from spark_jobs.wordcount.inputs import resolve_inputs
 
     files = resolve_inputs(inputs)
     remote = [f for f in files if "://" in f and not f.startswith("file:")]

@@ -1,7 +1,8 @@
 """Per-partition work of the tokenizer and shard stages; runs in Spark's Python workers (``mapInArrow``).
 
 - :func:`char_set_task` and :func:`word_count_task` gather what a vocabulary is trained from (the
-  distinct characters; the word count's in-mapper combiner, :class:`spark_jobs.fastcount.BatchCounter`).
+  distinct characters; the word count's in-mapper combiner,
+  :class:`spark_jobs.wordcount.combiner.BatchCounter`).
 - :func:`encode_task` tokenizes Arrow batches of documents with the broadcast tokenizer and appends
   the end-of-document id; tokens travel as little-endian bytes of the shard dtype.
 - :func:`write_task` writes each shard its partition holds with :func:`contracts.tokens.write_token_shard`
@@ -52,7 +53,7 @@ def word_count_task(split: str):
     """``text`` in, (word, count) of the partition out, counted exactly as the word count counts."""
 
     def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from spark_jobs.fastcount import BatchCounter
+        from spark_jobs.wordcount.combiner import BatchCounter
 
         counter = BatchCounter(split)
         for batch in batches:
