@@ -14,12 +14,19 @@ prepare.py splits it) with the project's char tokenizer.
 
     .venv/bin/python bench/gpt.py speed [--iters 60] [--rounds 3] [--threads 1]
     .venv/bin/python bench/gpt.py learn [--iters 2000]
+    .venv/bin/python bench/gpt.py chinese [--iters 2000] [--vocab 8000]
+
+``chinese``: 红楼梦 end to end. ``spark-collab corpus`` builds a ``words:V`` vocabulary from the
+``cjk`` word count (paragraphs as documents, 10% of them in val), the CPU config trains on it, and
+the val perplexity is printed next to that of a unigram model: add-one smoothed token frequencies
+of the train split, scored on every val token.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -31,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 TINYSHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 NANOGPT_BABY_VAL = 1.88
+HONGLOUMENG = REPO.parent / "shared" / "data" / "chinese-classics" / "hongloumeng.txt"
 
 
 def build_char_shards(out: Path) -> Path:
@@ -212,6 +220,63 @@ def learn(args: argparse.Namespace) -> None:
     print(f"curve: {run_dir / 'curves.png'}; sample:\n{sample}")
 
 
+# -------------------------------------------------------------------------------------------- chinese
+
+
+def unigram_val_perplexity(shards: Path) -> tuple[float, int]:
+    """Perplexity on every val token of the add-one unigram model of the train split, and the
+    number of val tokens."""
+    from contracts.manifest import Manifest
+    from contracts.tokens import open_token_shard
+
+    manifest = Manifest.read(shards, kind="tokens")
+    vocab = int(manifest["vocab_size"])
+    counts = np.zeros(vocab, dtype=np.int64)
+    for i in range(manifest.num_shards("train")):
+        counts += np.bincount(open_token_shard(shards, "train", i, manifest=manifest).tokens, minlength=vocab)
+    log_p = np.log((counts + 1) / (counts.sum() + vocab))
+    nll, tokens = 0.0, 0
+    for i in range(manifest.num_shards("val")):
+        val = open_token_shard(shards, "val", i, manifest=manifest).tokens
+        nll -= float(log_p[np.asarray(val, dtype=np.int64)].sum())
+        tokens += len(val)
+    return math.exp(nll / tokens), tokens
+
+
+def chinese(args: argparse.Namespace) -> None:
+    shards = REPO / "runs" / "bench" / "hongloumeng_words"
+    run_dir = REPO / "runs" / "bench" / "gpt_hongloumeng"
+    spark_job = [sys.executable, "-m", "spark_jobs"]
+    subprocess.run(
+        [*spark_job, "corpus", str(HONGLOUMENG), "--output", str(shards), "--docs", "paragraph",
+         "--tokenizer", f"words:{args.vocab}", "--word-split", "cjk", "--val", "0.1", "--overwrite"],
+        check=True, cwd=REPO,
+    )  # fmt: skip
+    baseline, val_tokens = unigram_val_perplexity(shards)
+    t0 = time.time()
+    subprocess.run(
+        [*spark_job, "train", "--config", str(REPO / "conf" / "train" / "gpt_char.toml"),
+         "--set", f"data.shards={shards}", "--set", f"run.dir={run_dir}",
+         "--set", f"train.max_iters={args.iters}", "--set", f"optim.lr_decay_iters={args.iters}",
+         "--set", f"optim.warmup_iters={min(100, args.iters // 10)}", "--overwrite"],
+        check=True, cwd=REPO,
+    )  # fmt: skip
+    wall = time.time() - t0
+    result = json.loads((run_dir / "result.json").read_text())
+    best = result["best_val_loss"]
+    sample = subprocess.run(
+        [*spark_job, "generate", "--run", str(run_dir), "--prompt", "宝玉", "--max-new-tokens", "60", "--seed", "7"],
+        check=True, cwd=REPO, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    print(
+        f"chinese: 红楼梦, words:{args.vocab} (cjk), {val_tokens} val tokens; gpt_char model, "
+        f"{result['iters']} iterations on {result['world_size']} ranks, wall {wall:.0f}s: "
+        f"best val loss {best:.4f} = perplexity {math.exp(best):.1f}; unigram baseline perplexity "
+        f"{baseline:.1f} (ratio {math.exp(best) / baseline:.3f})"
+    )
+    print(f"curve: {run_dir / 'curves.png'}; sample:\n{sample}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -221,10 +286,14 @@ def main() -> None:
     p_speed.add_argument("--threads", type=int, default=1)
     p_learn = sub.add_parser("learn")
     p_learn.add_argument("--iters", type=int, default=2000)
+    p_chinese = sub.add_parser("chinese")
+    p_chinese.add_argument("--iters", type=int, default=2000)
+    p_chinese.add_argument("--vocab", type=int, default=8000)
     args = parser.parse_args()
-    if not TINYSHAKESPEARE.is_file():
-        sys.exit(f"error: {TINYSHAKESPEARE} not found (the benchmarks need ../shared/data)")
-    speed(args) if args.what == "speed" else learn(args)
+    for needed in (TINYSHAKESPEARE, HONGLOUMENG):
+        if not needed.is_file():
+            sys.exit(f"error: {needed} not found (the benchmarks need ../shared/data)")
+    {"speed": speed, "learn": learn, "chinese": chinese}[args.what](args)
 
 
 if __name__ == "__main__":
