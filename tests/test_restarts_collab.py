@@ -68,9 +68,9 @@ def test_a_killed_collab_rank_resumes_from_the_last_round(spark, tmp_path: Path)
     timeless = [[{k: v for k, v in r.items() if k != "elapsed_s"} for r in runs[n]["history"]] for n in runs]
     assert timeless[0] == timeless[1] and len(timeless[0]) == 2
     plain, healed = (torch.load(tmp_path / n / "peers.pt", weights_only=False) for n in runs)
-    for before, after in zip(plain["states"], healed["states"], strict=True):
-        assert before.keys() == after.keys()
-        assert all(torch.equal(before[k], after[k]) for k in before)
+    for before, after in zip(plain["peers"], healed["peers"], strict=True):
+        assert before["state"].keys() == after["state"].keys()
+        assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
 
 
 # ------------------------------------------------------------------------------------------------

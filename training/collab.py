@@ -34,6 +34,7 @@ from training.loop import concat_shards
 # dml_loss stays importable from here: GPT codistillation (training.lm_collab*) uses the same loss.
 __all__ = ["dml_loss", "load_test", "main", "main_many", "run"]
 
+
 def load_test(cfg: TrainConfig) -> ShardData:
     """The test split: ``data.test`` when set, else the training shards' test split (all shards)."""
     source = cfg.data.test or cfg.data.shards
