@@ -49,7 +49,7 @@ FILES = 8
 
 
 def write_inputs(out: Path, repeat: int) -> tuple[Path, int]:
-    from spark_jobs.sources import load_idx
+    from spark_jobs.shard.sources import load_idx
 
     images, labels = load_idx(MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz")
     x = np.tile((images.reshape(len(images), -1) / 255.0).astype(np.float32), (repeat, 1))

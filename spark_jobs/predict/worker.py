@@ -1,0 +1,136 @@
+"""The executor side of ``spark-collab predict``: this module runs in Spark's Python workers.
+
+:func:`make_predict_fn` (classifier runs) and :func:`make_score_fn` (GPT runs) are what
+``pyspark.ml.functions.predict_batch_udf`` calls to build the predictor. pyspark keeps the result
+in its per-worker ``ModelCache`` (with the default ``spark.python.worker.reuse=true``), so the
+model is read from the run directory once per Python worker, not once per task or batch. The run
+directory is either read at the same path on every executor (shared storage), or shipped with the
+job through ``SparkContext.addFile`` and found with ``SparkFiles.get`` (``shipped_as``; see
+docs/cluster.md).
+
+Only this module and :mod:`training.inference` (pure torch) are imported in the workers (the
+package's ``__init__`` imports nothing eagerly for that reason); nothing under ``training/``
+imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+PredictFn = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class PredictSpec:
+    """Everything a worker needs to build the predictor; small and picklable (it travels in the UDF)."""
+
+    run_dir: str
+    fusion: str | None
+    feature_shape: tuple[int, ...]
+    num_classes: int
+    block_rows: int
+    """Rows per forward pass (padded blocks, see :func:`training.inference.probabilities_by_id`)."""
+    torch_threads: int
+    """torch intra-op threads per worker: the task's CPUs, so workers do not oversubscribe the cores."""
+    load_log: str | None = None
+    """A file each model load appends one line (its pid and the directory read) to; None: not recorded."""
+    shipped_as: str | None = None
+    """The name the driver shipped the model files under (``SparkFiles``); None: read ``run_dir``."""
+
+
+def model_dir(spec: PredictSpec) -> str:
+    """Where this worker reads the model: the shipped copy when there is one, else ``run_dir``."""
+    if spec.shipped_as is None:
+        return spec.run_dir
+    from pyspark import SparkFiles
+
+    return SparkFiles.get(spec.shipped_as)
+
+
+def record_load(path: str | None, source: str) -> None:
+    """Append ``<pid> <source>`` to ``path`` (O_APPEND: concurrent workers never interleave a line)."""
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{os.getpid()} {source}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def make_predict_fn(spec: PredictSpec) -> Callable[[], PredictFn]:
+    """The zero-argument factory ``predict_batch_udf`` wants; it loads the model when first called."""
+
+    def load() -> PredictFn:
+        import torch
+
+        from training.inference import load_classifier, probabilities_by_id
+
+        torch.set_num_threads(spec.torch_threads)
+        source = model_dir(spec)
+        classifier = load_classifier(source, spec.fusion, (spec.feature_shape, spec.num_classes))
+        record_load(spec.load_log, source)
+
+        def predict(ids: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+            probs = probabilities_by_id(
+                classifier, features, np.asarray(ids, dtype=np.int64), spec.block_rows
+            )
+            return {
+                "prediction": probs.argmax(dim=1).to(torch.int32).numpy(),
+                "probabilities": probs.numpy(),
+            }
+
+        return predict
+
+    return load
+
+
+ScoreFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """What a worker needs to score documents with a GPT run; picklable."""
+
+    run_dir: str
+    tokenizer_json: str
+    """The run's tokenizer as saved (the driver read it once; executors need not see the shards)."""
+    torch_threads: int
+    load_log: str | None = None
+
+
+def make_score_fn(spec: ScoreSpec) -> Callable[[], ScoreFn]:
+    """The factory for ``predict_batch_udf``: documents (strings) in; token count and summed loss out.
+
+    A document the tokenizer cannot encode (a character outside a char vocabulary) gets
+    ``tokens = -1``; the driver turns that into a null row and counts it.
+    """
+
+    def load() -> ScoreFn:
+        import torch
+
+        from contracts.tokenizer import TokenizerError, tokenizer_from_json
+        from training.inference import document_loss, load_language_model
+
+        torch.set_num_threads(spec.torch_threads)
+        lm = load_language_model(spec.run_dir, tokenizer_from_json(spec.tokenizer_json))
+        record_load(spec.load_log, spec.run_dir)
+
+        def score(texts: np.ndarray) -> dict[str, np.ndarray]:
+            tokens = np.full(len(texts), -1, dtype=np.int64)
+            loss = np.full(len(texts), np.nan, dtype=np.float64)
+            for i, text in enumerate(texts):
+                try:
+                    ids = lm.tokenizer.encode(str(text))
+                except TokenizerError:
+                    continue
+                tokens[i], loss[i] = document_loss(lm.model, ids, lm.tokenizer.eot_id)
+            return {"tokens": tokens, "loss_sum": loss}
+
+        return score
+
+    return load
