@@ -41,6 +41,8 @@ from spark_jobs.session import add_spark_arguments, job_session, job_session_in_
 from spark_jobs.wording import plural
 
 if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
     from training.config import TrainConfig
 
 DEFAULT_COMPARE_CONFIG = "conf/collab/compare.toml"
@@ -314,23 +316,28 @@ def compare_configs(
     return multi, {"centralized": central}
 
 
-def _make_shards(args: argparse.Namespace, root: Path) -> dict[str, str]:
-    from spark_jobs.shard import main as shard_main
+def _make_shards(spark: SparkSession, args: argparse.Namespace, root: Path) -> dict[str, str]:
+    from spark_jobs.shard import ShardOptions, run_shard
+    from spark_jobs.shard.options import parse_fractions, parse_partition
 
     shards: dict[str, str] = {}
     for name, partition in COMPARE_PARTITIONS:
-        out = root / f"{args.source.replace(':', '_')}-{name}"
-        code = shard_main(
-            [
-                "--source", args.source, "--output", str(out), "--shards", str(args.clients),
-                "--partition", partition, "--split", "train=0.75,test=0.25", "--seed", "0",
-            ]
-        )  # fmt: skip
-        if code:
-            raise JobInputError(
-                f"--compare: sharding --source {args.source} --partition {partition} failed (exit {code})"
+        try:
+            options = ShardOptions(
+                output=str(root / f"{args.source.replace(':', '_')}-{name}"),
+                source=args.source,
+                shards=args.clients,
+                partition=parse_partition(partition),
+                fractions=parse_fractions("train=0.75,test=0.25"),
+                seed=0,
             )
-        shards[name] = str(out)
+            result = run_shard(spark, options)
+        except JobInputError as exc:
+            raise JobInputError(
+                f"--compare: sharding --source {args.source} --partition {partition}: {exc}"
+            ) from None
+        print(result.summary())
+        shards[name] = options.output
     return shards
 
 
@@ -349,8 +356,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     inputs = [args.config or DEFAULT_COMPARE_CONFIG, args.spark_defaults]
     with staged_output(args.output, args.overwrite, inputs=inputs) as staging:
         staging.mkdir(parents=True)
-        with job_session("spark-collab collab --compare", args):
-            shards = _make_shards(args, staging / "shards")
+        with job_session("spark-collab collab --compare", args) as spark:
+            shards = _make_shards(spark, args, staging / "shards")
             multi, single = compare_configs(base, shards, args.seeds)
             arms: dict[str, list[dict[str, Any]]] = {}
             timings: dict[str, float] = {}

@@ -13,7 +13,10 @@ from train_shards import blob_shards, blobs, write_shards
 
 from spark_jobs import collab, shard, train, wordcount
 from spark_jobs.errors import JobInputError
-from spark_jobs.sources import TableOptions, check_arrays, load_dataframe, parse_source
+from spark_jobs.shard.cli import build_parser as build_shard_parser
+from spark_jobs.shard.cli import options_from_args as shard_options_from_args
+from spark_jobs.shard.options import check_options_used as check_shard_options_used
+from spark_jobs.shard.sources import TableOptions, check_arrays, load_dataframe, parse_source
 from training.compat import checkpoint_mismatch
 from training.config import ModelConfig
 from training.models import build_model
@@ -167,17 +170,11 @@ def test_train_refuses_a_collab_section(spark, tmp_path, shards, capsys):
 
 
 def _shard_args(*argv: str) -> argparse.Namespace:
-    return shard.build_parser().parse_args(["--output", "x", *argv])
+    return build_shard_parser().parse_args(["--output", "x", *argv])
 
 
 def _check_shard_options(args: argparse.Namespace, num_classes: int | None = 10) -> None:
-    shard.check_options_used(
-        args,
-        shard.parse_fractions(args.split),
-        shard.parse_partition(args.partition),
-        shard.parse_partition_splits(args.partition_splits),
-        num_classes,
-    )
+    check_shard_options_used(shard_options_from_args(args), num_classes)
 
 
 def test_shard_refuses_options_that_would_do_nothing(capsys):

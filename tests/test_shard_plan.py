@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 
 from spark_jobs.errors import JobInputError
-from spark_jobs.shard import (
-    Partition,
-    apportion,
-    distribution_distances,
-    make_plan,
-    parse_fractions,
-    parse_partition,
-    plan_iid,
-)
+from spark_jobs.shard.options import Partition, parse_fractions, parse_partition
+from spark_jobs.shard.plan import apportion, distribution_distances, make_plan, plan_iid
 
 
 def test_apportion_sums_and_rounds() -> None:

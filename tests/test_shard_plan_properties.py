@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from spark_jobs.errors import JobInputError
-from spark_jobs.shard import make_plan, parse_partition
+from spark_jobs.shard.options import parse_partition
+from spark_jobs.shard.plan import make_plan
 
 hypothesis = pytest.importorskip("hypothesis")
 given, settings, st = hypothesis.given, hypothesis.settings, hypothesis.strategies

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from spark_jobs.errors import JobInputError
-from spark_jobs.sources import TableOptions, load_dataframe, parse_source
+from spark_jobs.shard.sources import TableOptions, load_dataframe, parse_source
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False, magic: bytes | None = None) -> Path:
