@@ -29,12 +29,12 @@ $(SETUP_STAMP): pyproject.toml | check-java
 	@touch $@
 
 # The driver JVM's class-data-sharing archive: built once per java + pyspark (~30 s), it cuts
-# every later Spark session start by about 40% (spark_jobs/jvm_cache.py). A no-op when present.
+# every later Spark session start by about 40% (spark_jobs/common/jvm_cache.py). A no-op when present.
 # `make test` builds it (the suite starts many JVMs); `make demo` does not (one session only).
 jvm-cache: setup
-	@$(PY) -m spark_jobs.jvm_cache
+	@$(PY) -m spark_jobs.common.jvm_cache
 
-# Word count, sharding, data-parallel training and (when installed) a GPT, in one Spark session (spark_jobs/demo.py).
+# Word count, sharding, data-parallel training and (when installed) a GPT, in one Spark session (spark_jobs/demo/job.py).
 demo: setup
 	$(PY) -m spark_jobs demo $(DEMO_ARGS)
 

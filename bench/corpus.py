@@ -214,11 +214,11 @@ def tinyshakespeare(work: Path) -> dict:
 
 def tokenization(corpus: Path, tokenizer_json: Path) -> dict:
     from contracts.tokenizer import load_tokenizer
+    from spark_jobs.common.session import get_spark_session
     from spark_jobs.corpus.documents import input_errors
     from spark_jobs.corpus.job import read_documents
     from spark_jobs.corpus.options import CorpusOptions, DocSpec
     from spark_jobs.corpus.workers import TOKENS_DDL, encode_task
-    from spark_jobs.session import get_spark_session
 
     texts = corpus_texts(corpus)
     size = sum(len(t.encode("utf-8")) for t in texts)

@@ -195,7 +195,7 @@ def format_summary(doc: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    from spark_jobs.session import add_spark_arguments
+    from spark_jobs.common.session import add_spark_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -223,8 +223,8 @@ def main() -> int:
     args = parser.parse_args()
     if not (args.shards or args.non_iid) and not TINYSHAKESPEARE.is_file():
         sys.exit(f"error: {TINYSHAKESPEARE} not found; pass --shards (char token shards)")
+    from spark_jobs.common.session import job_session
     from spark_jobs.launch import launch
-    from spark_jobs.session import job_session
     from training.lm_collab_report import plot_compare
 
     out = Path(args.output).absolute()

@@ -131,9 +131,9 @@ def main() -> int:
     if not MNIST.is_dir():
         print(f"skip: {MNIST} not present", file=sys.stderr)
         return 0
+    from spark_jobs.common.session import get_spark_session
     from spark_jobs.predict import PredictOptions, predict
     from spark_jobs.predict.images import load_model, predictions_frame, read_input
-    from spark_jobs.session import get_spark_session
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     data, n = write_inputs(tmp, args.repeat)

@@ -1,9 +1,9 @@
 """Spark session start-up with and without the driver JVM's class-data-sharing archive.
 
 Each sample is a fresh Python process that starts a local[2] session through
-``spark_jobs.session.get_spark_session`` and runs one small job (``spark.range(1000).count()``);
+``spark_jobs.common.session.get_spark_session`` and runs one small job (``spark.range(1000).count()``);
 the two peers alternate (first one rotating) and medians are printed with their ratio. The archive
-is the one ``make jvm-cache`` builds (``python -m spark_jobs.jvm_cache``); the "without" peer
+is the one ``make jvm-cache`` builds (``python -m spark_jobs.common.jvm_cache``); the "without" peer
 sets ``SPARK_COLLAB_JVM_CACHE=off``.
 
 Usage:  .venv/bin/python bench/session.py [--repeats 5]
@@ -22,11 +22,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from spark_jobs import jvm_cache  # noqa: E402
+from spark_jobs.common import jvm_cache  # noqa: E402
 
 CHILD = """
 import time
-from spark_jobs.session import get_spark_session
+from spark_jobs.common.session import get_spark_session
 t0 = time.time()
 spark = get_spark_session("bench-session", master="local[2]", conf={"spark.ui.enabled": "false",
                           "spark.ui.showConsoleProgress": "false"})
@@ -50,7 +50,10 @@ def main() -> int:
     args = parser.parse_args()
     archive = jvm_cache.archive_path()
     if archive is None or not archive.is_file():
-        print("error: no archive; build it first: .venv/bin/python -m spark_jobs.jvm_cache", file=sys.stderr)
+        print(
+            "error: no archive; build it first: .venv/bin/python -m spark_jobs.common.jvm_cache",
+            file=sys.stderr,
+        )
         return 2
     times: dict[bool, list[float]] = {True: [], False: []}
     for i in range(args.repeats):

@@ -176,7 +176,7 @@ def torchdistributor_trivial() -> tuple[float, float]:
 
 
 def bench_launch(repeats: int, tmp: Path) -> dict[str, float]:
-    from spark_jobs.session import get_spark_session
+    from spark_jobs.common.session import get_spark_session
 
     # The ranks import trivial_rank by reference, as they would any module-level function.
     sys.path.insert(0, str(BENCH))

@@ -6,7 +6,7 @@
 
 Every tool counts the same corpus with the same tokenizer; every result is compared with the
 single-threaded Counter's (a mismatch is printed and makes the exit code 1). The corpus is the
-seeded Zipf text of ``spark_jobs.demo_text``, generated once per size and cached under
+seeded Zipf text of ``spark_jobs.demo.text``, generated once per size and cached under
 ``runs/bench/corpus``. Spark start-up (JVM + session, and a tiny warm-up job that starts the Python
 workers) is timed on its own and is not part of any job time. With ``--repeat N`` the tools take
 turns, round by round, so that a busy machine slows them alike; the median is reported (the Counter
@@ -39,8 +39,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from spark_jobs.demo_text import write_zipf_corpus  # noqa: E402
-from spark_jobs.session import get_spark_session  # noqa: E402
+from spark_jobs.common.session import get_spark_session  # noqa: E402
+from spark_jobs.demo.text import write_zipf_corpus  # noqa: E402
 from spark_jobs.wordcount import WordCountOptions, count_words  # noqa: E402
 from spark_jobs.wordcount.options import ENGINES  # noqa: E402
 from spark_jobs.wordcount.tokenizers import get_tokenizer  # noqa: E402

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
-from spark_jobs.demo_text import write_zipf_corpus  # noqa: E402
+from spark_jobs.demo.text import write_zipf_corpus  # noqa: E402
 from spark_jobs.wordcount import block_count  # noqa: E402
 from spark_jobs.wordcount.inputs import read_split  # noqa: E402
 

@@ -14,7 +14,7 @@ A run directory (``run.dir``) holds what one ``train`` or ``collab`` run leaves 
     launch/           per-rank status files of the last launch
 
 While a job writes a run directory it holds a lock beside it, ``.NAME.lock`` in the parent
-directory (``spark_jobs/locks.py``): outside, so that replacing the whole directory and two jobs
+directory (``spark_jobs/common/locks.py``): outside, so that replacing the whole directory and two jobs
 aimed at the same ``run.dir`` share one lock.
 """
 

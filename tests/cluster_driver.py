@@ -56,7 +56,7 @@ def requests(path: Path):  # type: ignore[no-untyped-def]
 def main() -> int:
     requests_path, results = Path(sys.argv[1]), Path(sys.argv[2])
     from spark_jobs.__main__ import main as spark_collab
-    from spark_jobs.session import get_spark_session
+    from spark_jobs.common.session import get_spark_session
 
     spark = get_spark_session("spark-collab cluster tests")
     with results.open("a", encoding="utf-8") as out:

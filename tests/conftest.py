@@ -25,7 +25,7 @@ TEST_SPARK_CONF = {
 
 @pytest.fixture(scope="session")
 def spark():
-    from spark_jobs.session import get_spark_session
+    from spark_jobs.common.session import get_spark_session
 
     session = get_spark_session("spark-collab-tests", master="local[2]", conf=TEST_SPARK_CONF)
     yield session

@@ -138,7 +138,7 @@ def test_dist_archive_holds_every_package(cluster: Cluster) -> None:
     # Importable from the archive alone, as on an executor with --py-files: -S drops site-packages
     # (and with it the editable install), and the working directory is outside the repository.
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import spark_jobs.errors as e; "
+        "import sys; sys.path.insert(0, sys.argv[1]); import spark_jobs.common.errors as e; "
         "import contracts.manifest as m; "
         "assert e.__file__.startswith(sys.argv[1]) and m.__file__.startswith(sys.argv[1]), e.__file__"
     )
@@ -153,7 +153,9 @@ def test_unreachable_master_fails_fast_with_a_clear_error(tmp_path: Path) -> Non
     text.write_text("a b a\n", encoding="utf-8")
     dead = f"spark://127.0.0.1:{free_port()}"  # nothing listens there
     out_dir = tmp_path / "out"
-    command = submit_command(dead, None, "spark_jobs/wordcount/cli.py", str(text), "--output", str(out_dir))
+    command = submit_command(
+        dead, None, "spark_jobs/wordcount/__main__.py", str(text), "--output", str(out_dir)
+    )
     start = time.monotonic()
     # Without the pre-flight check Spark retries for about a minute and ends in a JVM stack trace.
     done = subprocess.run(

@@ -88,7 +88,7 @@ def test_bad_input_is_one_error_line(tmp_path, shards, capsys, collab, overrides
 
 
 def test_batch_size_is_per_peer_not_a_multiple_of_the_ranks(tmp_path, shards):
-    from spark_jobs.collab import _load
+    from spark_jobs.collab.job import _load
 
     cfg = _load(
         str(_cfg(tmp_path, shards, 'mode = "dml"')),
@@ -152,7 +152,7 @@ def test_fedprox_with_client_sampling_through_torchdistributor(spark, tmp_path, 
 
 
 def test_compare_arms_are_paired(tmp_path):
-    from spark_jobs.collab import compare_configs
+    from spark_jobs.collab.job import compare_configs
     from training.config import load_config
 
     base = load_config(Path(__file__).resolve().parent.parent / "conf" / "collab" / "compare.toml")

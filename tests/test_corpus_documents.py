@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.corpus.documents import (
     OFFSET_BITS,
     DocumentError,
@@ -16,7 +17,6 @@ from spark_jobs.corpus.documents import (
 )
 from spark_jobs.corpus.options import DocSpec, parse_dedup, parse_doc_spec, parse_tokenizer_spec
 from spark_jobs.corpus.shards import cut_points, plan_shards
-from spark_jobs.errors import JobInputError
 
 RAW = b"\xef\xbb\xbfline one\r\nline two\r\n\r\n  \r\nsecond par\xffagraph\nstill it\n\n\nthird\rlast\n"
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import spark_args
 
-from spark_jobs import demo
-from spark_jobs.demo_text import demo_text
+from spark_jobs.demo import job as demo
+from spark_jobs.demo.text import demo_text
 
 
 def test_demo_text_is_cpythons_documentation() -> None:

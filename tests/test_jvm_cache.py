@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs import jvm_cache
-from spark_jobs.session import start_accelerations_enabled
+from spark_jobs.common import jvm_cache
+from spark_jobs.common.session import start_accelerations_enabled
 
 
 @pytest.fixture

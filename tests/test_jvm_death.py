@@ -69,7 +69,7 @@ def test_jvm_killed_during_wordcount_is_one_line(tmp_path: Path) -> None:
 
 SPY = """
 import os, sys
-import spark_jobs.session.jvm as session_jvm
+import spark_jobs.common.session.jvm as session_jvm
 seen = []
 original = session_jvm.driver_jvm
 def spy():

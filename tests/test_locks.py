@@ -17,12 +17,12 @@ import pytest
 from conftest import REPO_ROOT, spark_args
 from train_shards import blob_shards
 
-from spark_jobs import locks
-from spark_jobs.locks import OutputLocked, lock_path, output_lock
+from spark_jobs.common import locks
+from spark_jobs.common.locks import OutputLocked, lock_path, output_lock
 
 HOLD = """
 import sys, time
-from spark_jobs.locks import output_lock
+from spark_jobs.common.locks import output_lock
 with output_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

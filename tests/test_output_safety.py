@@ -19,8 +19,8 @@ from conftest import REPO_ROOT, spark_args
 from train_shards import blob_shards
 
 from spark_jobs import collab, shard, train, wordcount
-from spark_jobs.errors import JobFailure, JobInputError
-from spark_jobs.output import check_no_overlap, staged_output
+from spark_jobs.common.errors import JobFailure, JobInputError
+from spark_jobs.common.output import check_no_overlap, staged_output
 from spark_jobs.wordcount import WordCountOptions, count_words
 
 

@@ -12,7 +12,7 @@ from conftest import spark_args
 from train_shards import blob_shards, blobs, write_shards
 
 from spark_jobs import collab, shard, train, wordcount
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.shard.cli import build_parser as build_shard_parser
 from spark_jobs.shard.cli import options_from_args as shard_options_from_args
 from spark_jobs.shard.options import check_options_used as check_shard_options_used

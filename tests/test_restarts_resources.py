@@ -11,7 +11,7 @@ from conftest import spark_args
 from restart_runs import sets
 from train_shards import blob_shards
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.launch.resources import check_gpus_offered, offered_processes
 from training.config import load_config
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-from spark_jobs import jvm_cache
-from spark_jobs.session import PLAIN_START_ENV, job_session_in_background, lifecycle
+from spark_jobs.common import jvm_cache
+from spark_jobs.common.session import PLAIN_START_ENV, job_session_in_background, lifecycle
 
 SCRIPT = r"""
 import argparse, sys
-from spark_jobs.session import add_spark_arguments, job_session_in_background, session_running
+from spark_jobs.common.session import add_spark_arguments, job_session_in_background, session_running
 
 parser = argparse.ArgumentParser()
 add_spark_arguments(parser)

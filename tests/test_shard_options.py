@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.shard import Normalization, Partition, ShardOptions, TableOptions
 from spark_jobs.shard.cli import build_parser, options_from_args
 from spark_jobs.shard.options import check_options_used

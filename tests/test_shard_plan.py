@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.shard.options import Partition, parse_fractions, parse_partition
 from spark_jobs.shard.plan import apportion, distribution_distances, make_plan, plan_iid
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.shard.sources import TableOptions, load_dataframe, parse_source
 
 

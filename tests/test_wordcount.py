@@ -170,7 +170,7 @@ def test_failed_job_leaves_nothing(spark, tmp_path) -> None:
 
 
 def test_cli_demo_prints_top_words(spark, tmp_path, capsys) -> None:
-    from spark_jobs.demo_text import demo_text
+    from spark_jobs.demo.text import demo_text
 
     out = tmp_path / "demo"
     assert wordcount.main([*spark_args(), "--demo", "--output", str(out), "--top", "4"]) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.wordcount.cli import build_parser, options_from_args
 from spark_jobs.wordcount.options import WordCountOptions
 

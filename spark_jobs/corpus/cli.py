@@ -13,7 +13,10 @@ import time
 from collections.abc import Sequence
 
 from contracts.wordsplit import TOKENIZERS as WORD_SPLITS
-from spark_jobs.cli import HelpFormatter, run_cli
+from spark_jobs.common.cli import HelpFormatter, run_cli
+from spark_jobs.common.errors import JobInputError
+from spark_jobs.common.output import check_output
+from spark_jobs.common.session import add_spark_arguments, job_session
 from spark_jobs.corpus.job import run_corpus
 from spark_jobs.corpus.options import (
     CorpusOptions,
@@ -22,9 +25,6 @@ from spark_jobs.corpus.options import (
     parse_doc_spec,
     parse_tokenizer_spec,
 )
-from spark_jobs.errors import JobInputError
-from spark_jobs.output import check_output
-from spark_jobs.session import add_spark_arguments, job_session
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import numpy as np
 from contracts.atomic import save_figure_atomic
 from contracts.manifest import Manifest, ManifestError
 from contracts.tokens import OFFSET_DTYPE
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 
 SPLIT_ORDER = ("train", "val")
 

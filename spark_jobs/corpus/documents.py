@@ -12,7 +12,7 @@ stable across reruns and ordering by them is corpus order.
 
 Bad input found in a worker (a JSONL line that is not JSON, a missing field) is raised as
 :class:`DocumentError`, whose message carries :data:`INPUT_ERROR_MARK`; the driver turns it back into
-a one-line :class:`~spark_jobs.errors.JobInputError` with :func:`input_errors`.
+a one-line :class:`~spark_jobs.common.errors.JobInputError` with :func:`input_errors`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from contextlib import contextmanager
 import pyarrow as pa
 
 from contracts.wordsplit import strip_line_boms
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.corpus.options import DocSpec
-from spark_jobs.errors import JobInputError
 from spark_jobs.wordcount.tokenizers import decode_lines
 
 DOCS_SCHEMA = pa.schema(

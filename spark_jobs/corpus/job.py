@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from contracts.manifest import Manifest
 from contracts.tokenizer import Tokenizer
 from contracts.tokens import TOKENIZER_FILE, token_dtype_for
+from spark_jobs.common.errors import JobInputError
+from spark_jobs.common.output import check_no_overlap, check_output, staged_output
 from spark_jobs.corpus import dedup
 from spark_jobs.corpus.documents import (
     DOCS_DDL,
@@ -32,8 +34,6 @@ from spark_jobs.corpus.options import CorpusOptions, validate
 from spark_jobs.corpus.shards import plan_shards, write_shards
 from spark_jobs.corpus.vocab import train_tokenizer
 from spark_jobs.corpus.workers import TOKENS_DDL, encode_task
-from spark_jobs.errors import JobInputError
-from spark_jobs.output import check_no_overlap, check_output, staged_output
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.wordsplit import TOKENIZERS as WORD_SPLITS
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 
 DOC_UNITS = ("file", "paragraph", "line")
 DEDUP_STAGES = ("exact", "minhash")

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.corpus.workers import ENTRY_DDL, write_task
-from spark_jobs.errors import JobInputError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from contracts.tokenizer import BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.corpus.options import TokenizerSpec
 from spark_jobs.corpus.workers import char_set_task, word_count_task
-from spark_jobs.errors import JobInputError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

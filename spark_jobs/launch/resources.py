@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 
 if TYPE_CHECKING:
     from pyspark import SparkContext

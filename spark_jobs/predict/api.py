@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

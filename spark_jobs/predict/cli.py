@@ -25,7 +25,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from spark_jobs.cli import HelpFormatter, absolute_path, run_cli
+from spark_jobs.common.cli import HelpFormatter, absolute_path, run_cli
+from spark_jobs.common.session import add_spark_arguments, job_session_in_background
 from spark_jobs.predict.api import (
     BAD_ROWS,
     PredictOptions,
@@ -34,7 +35,6 @@ from spark_jobs.predict.api import (
     field_docs,
     is_language_model,
 )
-from spark_jobs.session import add_spark_arguments, job_session_in_background
 
 
 def build_parser() -> argparse.ArgumentParser:

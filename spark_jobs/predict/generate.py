@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from spark_jobs.cli import HelpFormatter, run_cli
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.cli import HelpFormatter, run_cli
+from spark_jobs.common.errors import JobInputError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.errors import JobInputError
-from spark_jobs.output import staged_output
+from spark_jobs.common.errors import JobInputError
+from spark_jobs.common.output import staged_output
 from spark_jobs.predict.api import SHOWN_BAD_IDS, PredictOptions, PredictSummary
 from spark_jobs.predict.report import (
     CONFUSION_PLOT,

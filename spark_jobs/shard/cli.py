@@ -1,7 +1,7 @@
 """``spark-collab shard``: a data set -> train/val/test splits -> one Parquet shard per training rank.
 
 A thin layer over the API: argparse -> :class:`ShardOptions` -> :func:`run_shard` -> exit code
-(errors become one ``error:`` line through :func:`spark_jobs.cli.run_cli`). Runs on the driver;
+(errors become one ``error:`` line through :func:`spark_jobs.common.cli.run_cli`). Runs on the driver;
 every option is checked, and driver-side sources are read, before Spark starts.
 """
 
@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from spark_jobs.cli import HelpFormatter, run_cli
-from spark_jobs.errors import JobInputError
-from spark_jobs.locks import output_lock
-from spark_jobs.output import check_no_overlap, check_output, local_path
-from spark_jobs.session import add_spark_arguments, job_session
+from spark_jobs.common.cli import HelpFormatter, run_cli
+from spark_jobs.common.errors import JobInputError
+from spark_jobs.common.locks import output_lock
+from spark_jobs.common.output import check_no_overlap, check_output, local_path
+from spark_jobs.common.session import add_spark_arguments, job_session
 from spark_jobs.shard.job import open_source, run_shard
 from spark_jobs.shard.options import (
     DEFAULT_SPLIT,

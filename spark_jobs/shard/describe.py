@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 
 
 def load_manifest(shards_dir: str | Path) -> dict[str, Any]:

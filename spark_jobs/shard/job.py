@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spark_jobs.errors import JobInputError
-from spark_jobs.output import check_no_overlap, check_output, local_path, staged_output
+from spark_jobs.common.errors import JobInputError
+from spark_jobs.common.output import check_no_overlap, check_output, local_path, staged_output
+from spark_jobs.common.wording import plural
 from spark_jobs.shard.manifest import Scaling, build_manifest
 from spark_jobs.shard.options import ShardOptions, check_options_used
 from spark_jobs.shard.plan import Plan, make_plan
 from spark_jobs.shard.sources import Source, load_dataframe, parse_source, release_arrays, source_paths
 from spark_jobs.shard.writer import META_SCHEMA_DDL, make_writer
-from spark_jobs.wording import plural
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.shard.table_sources import table_dataframe
 
 if TYPE_CHECKING:

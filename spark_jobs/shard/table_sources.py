@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -3,9 +3,9 @@
 The command line over :mod:`spark_jobs.wordcount.job` (driver only): arguments become one
 :class:`~spark_jobs.wordcount.options.WordCountOptions`, the inputs and the output are checked
 before the Spark session starts, then the count runs and its top words and summary are printed.
-Errors become one ``error:`` line and exit code 2 (:func:`spark_jobs.cli.run_cli`).
+Errors become one ``error:`` line and exit code 2 (:func:`spark_jobs.common.cli.run_cli`).
 
-Also the script ``spark-submit spark_jobs/wordcount/cli.py INPUT... --output DIR``.
+Also the script ``spark-submit spark_jobs/wordcount/__main__.py INPUT... --output DIR``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from spark_jobs.cli import HelpFormatter, run_cli
-from spark_jobs.session import add_spark_arguments, job_session
+from spark_jobs.common.cli import HelpFormatter, run_cli
+from spark_jobs.common.session import add_spark_arguments, job_session
 from spark_jobs.wordcount.job import WordCountResult, count_files, prepared_inputs
 from spark_jobs.wordcount.options import ENGINES, FORMATS, WordCountOptions
 from spark_jobs.wordcount.tokenizers import TOKENIZERS

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 
 # Bytes read per block when a task reads its split itself: big enough that per-call overhead vanishes,
 # small enough that a block's copies (bytes, str, Arrow tokens) stay well under 100 MB.

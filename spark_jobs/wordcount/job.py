@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spark_jobs.locks import output_lock
-from spark_jobs.output import check_no_overlap, check_output, local_path, staged_output
+from spark_jobs.common.locks import output_lock
+from spark_jobs.common.output import check_no_overlap, check_output, local_path, staged_output
 from spark_jobs.wordcount.engines import ARROW_BATCH_LINES, COUNTERS, OUTPUT_SCHEMA
 from spark_jobs.wordcount.inputs import resolve_inputs
 from spark_jobs.wordcount.options import WordCountOptions
@@ -65,7 +65,7 @@ def prepared_inputs(options: WordCountOptions, protected: Sequence[str] = ()) ->
     ):
         check_output(options.output, options.overwrite)
         if options.demo:
-            from spark_jobs.demo_text import demo_text
+            from spark_jobs.demo.text import demo_text
 
             demo_file = Path(demo_dir) / "demo.txt"
             demo_file.write_text(demo_text(), encoding="utf-8")

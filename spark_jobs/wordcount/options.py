@@ -2,9 +2,9 @@
 
 :class:`WordCountOptions` holds every option of ``spark-collab wordcount`` that decides what is
 counted and written; the Spark options (``--master``, ``--conf``, ``--spark-defaults``) choose the
-session the job runs in and stay with the shared session code (:mod:`spark_jobs.session`).
+session the job runs in and stay with the shared session code (:mod:`spark_jobs.common.session`).
 The command line builds one from its arguments; Python callers build one directly. Either way an
-invalid value is refused on construction with a :class:`~spark_jobs.errors.JobInputError` that
+invalid value is refused on construction with a :class:`~spark_jobs.common.errors.JobInputError` that
 names the command-line option and says what to pass instead.
 """
 
@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 from spark_jobs.wordcount.tokenizers import TOKENIZERS
 
 ENGINES = ("arrow", "rdd", "dataframe")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 
 _SYLLABLES = [
     "a", "e", "i", "o", "u", "ka", "to", "ri", "ne", "sa", "lo", "mi", "de", "po", "ru",

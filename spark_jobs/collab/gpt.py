@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contracts.rundir import RESULT, RunDir
-from spark_jobs.cli import check_run_dir_overlap, with_absolute_paths
-from spark_jobs.errors import EXIT_FAILURE, JobInputError, storage_error
-from spark_jobs.locks import output_lock
-from spark_jobs.output import check_writable
-from spark_jobs.session import job_session_in_background
-from spark_jobs.wording import plural
+from spark_jobs.common.cli import check_run_dir_overlap, with_absolute_paths
+from spark_jobs.common.errors import EXIT_FAILURE, JobInputError, storage_error
+from spark_jobs.common.locks import output_lock
+from spark_jobs.common.output import check_writable
+from spark_jobs.common.session import job_session_in_background
+from spark_jobs.common.wording import plural
 
 if TYPE_CHECKING:
     from training.lm_config import GPTConfig
@@ -118,7 +118,7 @@ def run_gpt_collab(args: argparse.Namespace) -> int:
         print(describe(_load(args)))
         return 0
     from spark_jobs.launch import LaunchError, launch
-    from spark_jobs.restarts import resume_from_checkpoint
+    from spark_jobs.launch.restarts import resume_from_checkpoint
 
     t0 = time.time()
     cfg = _check_inputs(_load(args))

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.cli import HelpFormatter, run_cli
-from spark_jobs.session import add_spark_arguments, job_session
+from spark_jobs.common.cli import HelpFormatter, run_cli
+from spark_jobs.common.session import add_spark_arguments, job_session
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _shown(path: Path) -> Path:
@@ -119,7 +119,7 @@ def _run_job(job: str, main: Callable[[Sequence[str] | None], int], argv: list[s
 
 
 def word_count_step(out: Path, result: DemoResult, spark: SparkSession) -> Step:
-    from spark_jobs.demo_text import DEMO_TEXT_NAME, DEMO_TEXT_SOURCE, demo_text
+    from spark_jobs.demo.text import DEMO_TEXT_NAME, DEMO_TEXT_SOURCE, demo_text
     from spark_jobs.wordcount import WordCountOptions, count_words
     from spark_jobs.wordcount.cli import print_result
 
@@ -293,7 +293,7 @@ def run_demo(args: argparse.Namespace) -> DemoResult:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    from spark_jobs.errors import JobInputError
+    from spark_jobs.common.errors import JobInputError
 
     args = build_parser().parse_args(argv)
     if args.epochs < 1 or args.gpt_iters < 1:

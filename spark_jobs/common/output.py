@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from spark_jobs.errors import JobFailure, JobInputError, storage_error
-from spark_jobs.locks import output_lock
+from spark_jobs.common.errors import JobFailure, JobInputError, storage_error
+from spark_jobs.common.locks import output_lock
 
 
 def local_path(path: str | Path) -> Path:
@@ -154,7 +154,7 @@ def staged_output(
 ) -> Iterator[Path]:
     """Yield a temporary directory path next to ``path``; move it into place when the block succeeds.
 
-    Holds the output's lock (:mod:`spark_jobs.locks`) throughout, and refuses an output that
+    Holds the output's lock (:mod:`spark_jobs.common.locks`) throughout, and refuses an output that
     overlaps ``inputs``. On any exception the temporary directory is removed and an existing output
     is left untouched; a full disk or an unwritable location becomes one ``error:`` line.
     """

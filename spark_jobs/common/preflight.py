@@ -13,8 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.errors import JobInputError
-from spark_jobs.wording import plural
+from spark_jobs.common.errors import JobInputError
+from spark_jobs.common.wording import plural
 
 if TYPE_CHECKING:
     from training.config import TrainConfig

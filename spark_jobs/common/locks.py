@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from spark_jobs.errors import JobFailure, JobInputError
+from spark_jobs.common.errors import JobFailure, JobInputError
 
 # A lock file can vanish between our open and our flock (its holder removes it on release):
 # retry that many times before giving up.

@@ -8,7 +8,7 @@ Examples::
     spark-collab shard --source mnist5k --output runs/shards/mnist5k --shards 2
     spark-collab train --config conf/train/mlp784.toml
     spark-collab train --config conf/train/mlp784.toml --set train.strategy=fsdp --set run.dir=runs/train/fsdp
-    spark-submit spark_jobs/train.py --config conf/train/cnn.toml --set launch.local_mode=false
+    spark-submit spark_jobs/train/__main__.py --config conf/train/cnn.toml --set launch.local_mode=false
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contracts.rundir import RESULT, RunDir
-from spark_jobs.cli import (
+from spark_jobs.common.cli import (
     HelpFormatter,
     add_config_arguments,
     check_run_dir_overlap,
     run_cli,
     with_absolute_paths,
 )
-from spark_jobs.errors import EXIT_FAILURE, JobInputError, full_disk_error, storage_error
-from spark_jobs.locks import output_lock
-from spark_jobs.output import check_writable
-from spark_jobs.preflight import check_model_fits, check_test_matches_train
-from spark_jobs.session import add_spark_arguments, job_session_in_background
-from spark_jobs.wording import plural
+from spark_jobs.common.errors import EXIT_FAILURE, JobInputError, full_disk_error, storage_error
+from spark_jobs.common.locks import output_lock
+from spark_jobs.common.output import check_writable
+from spark_jobs.common.preflight import check_model_fits, check_test_matches_train
+from spark_jobs.common.session import add_spark_arguments, job_session_in_background
+from spark_jobs.common.wording import plural
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -174,7 +174,7 @@ def _run(argv: Sequence[str] | None) -> int:
         print(describe(_load(args)))
         return 0
     from spark_jobs.launch import LaunchError, RestartRecord, launch
-    from spark_jobs.restarts import record_restarts, resume_from_checkpoint
+    from spark_jobs.launch.restarts import record_restarts, resume_from_checkpoint
 
     cfg, earlier = _check_inputs(_load(args, check=False), args.overwrite)
     # The JVM starts while the rest of the config is checked (which imports torch).
@@ -235,7 +235,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 
 def _run_holding_run_dir(argv: Sequence[str] | None) -> int:
-    """:func:`_run` with ``run.dir`` locked for the whole command (spark_jobs/locks.py), so two runs
+    """:func:`_run` with ``run.dir`` locked for the whole command (spark_jobs/common/locks.py), so two runs
     can never both pass the check for an earlier run; a run.dir overlapping the inputs is refused first."""
     args = build_parser().parse_args(argv)
     if args.describe:

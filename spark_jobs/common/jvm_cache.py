@@ -6,13 +6,13 @@ loaded into an archive (``-XX:ArchiveClassesAtExit``) that later JVMs map instea
 (``-XX:SharedArchiveFile``). Measured here: session start plus a first job 6.6-7.5 s without,
 3.9-4.2 s with (docs/benchmarks.md).
 
-``python -m spark_jobs.jvm_cache`` (``make jvm-cache``, which ``make test`` runs) builds the archive once; every session
+``python -m spark_jobs.common.jvm_cache`` (``make jvm-cache``, which ``make test`` runs) builds the archive once; every session
 that spark-collab starts itself (not under spark-submit, which has started its JVM already) then
 uses it. The archive is keyed by the java binary and the pyspark version and jars, so an upgrade
 simply means a new archive; a JVM that cannot use an archive (another classpath through
 ``spark.jars``, say) carries on without it, silently, exactly as before. ``SPARK_COLLAB_JVM_CACHE=off``
 turns it off; so does ``SPARK_COLLAB_PLAIN_START=1``, the switch of all the session's start-up
-accelerations (:mod:`spark_jobs.session.lifecycle` applies the archive). ``SPARK_COLLAB_CACHE``
+accelerations (:mod:`spark_jobs.common.session.lifecycle` applies the archive). ``SPARK_COLLAB_CACHE``
 moves it (default ``~/.cache/spark-collab``).
 """
 
@@ -148,7 +148,7 @@ def build(force: bool = False, timeout_s: float = 300) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m spark_jobs.jvm_cache",
+        prog="python -m spark_jobs.common.jvm_cache",
         description="Build the driver JVM's class-data-sharing archive (once per java and pyspark version).",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if the archive exists")

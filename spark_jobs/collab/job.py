@@ -12,8 +12,8 @@ Examples::
     spark-collab collab --config conf/collab/dml.toml
     spark-collab collab --config conf/collab/fedavg.toml --set collab.fraction=0.5 --set run.dir=runs/collab/c05
     spark-collab collab --compare --source digits --seeds 3 --output runs/collab/compare
-    spark-submit spark_jobs/collab.py --config conf/collab/dml.toml --set launch.local_mode=false
-    spark-collab collab --config conf/collab/gpt_diloco.toml      # GPT peers: spark_jobs/lm_collab.py
+    spark-submit spark_jobs/collab/__main__.py --config conf/collab/dml.toml --set launch.local_mode=false
+    spark-collab collab --config conf/collab/gpt_diloco.toml      # GPT peers: spark_jobs/collab/gpt.py
 """
 
 from __future__ import annotations
@@ -27,18 +27,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.cli import (
+from spark_jobs.common.cli import (
     HelpFormatter,
     add_config_arguments,
     check_run_dir_overlap,
     run_cli,
     with_absolute_paths,
 )
-from spark_jobs.errors import EXIT_FAILURE, JobInputError, full_disk_error, storage_error
-from spark_jobs.output import staged_output
-from spark_jobs.preflight import check_model_fits, check_test_matches_train
-from spark_jobs.session import add_spark_arguments, job_session, job_session_in_background
-from spark_jobs.wording import plural
+from spark_jobs.common.errors import EXIT_FAILURE, JobInputError, full_disk_error, storage_error
+from spark_jobs.common.output import staged_output
+from spark_jobs.common.preflight import check_model_fits, check_test_matches_train
+from spark_jobs.common.session import add_spark_arguments, job_session, job_session_in_background
+from spark_jobs.common.wording import plural
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -169,7 +169,7 @@ def _launch(
 ) -> Any:
     """Launch ``fn(payload)``. With ``launch.max_restarts``, a failed launch is rerun, each restart
     appended to ``restarts``: from the last round's checkpoint when ``prepare_restart`` says so
-    (:func:`spark_jobs.restarts.resume_from_checkpoint`), otherwise from the start."""
+    (:func:`spark_jobs.launch.restarts.resume_from_checkpoint`), otherwise from the start."""
     from spark_jobs.launch import launch
 
     return launch(
@@ -203,7 +203,7 @@ def _rank_config(cfg: TrainConfig, staging: Path) -> TrainConfig:
 
 def _run_one(args: argparse.Namespace) -> int:
     from spark_jobs.launch import LaunchError
-    from spark_jobs.restarts import resume_from_checkpoint
+    from spark_jobs.launch.restarts import resume_from_checkpoint
     from training import tracking
     from training.collab_report import progress_lines, step_key, summary_line, write_run
     from training.config import describe
@@ -249,7 +249,7 @@ def _run_one(args: argparse.Namespace) -> int:
                 "timings": {"wall_s": time.time() - t0, "train_s": result["train_s"]},
             }
             if restarts:
-                from spark_jobs.restarts import restart_entries
+                from spark_jobs.launch.restarts import restart_entries
 
                 extra["restarts"] = restart_entries(restarts)
             write_run(staging, result, extra)
@@ -400,7 +400,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from spark_jobs.lm_collab import is_gpt_config, run_gpt_collab
+    from spark_jobs.collab.gpt import is_gpt_config, run_gpt_collab
 
     if not args.compare and is_gpt_config(args.config, args.set):  # DiLoCo / FedAvg / codistillation of GPTs
         return run_gpt_collab(args)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spark_jobs.errors import EXIT_FAILURE, EXIT_USAGE, JobFailure, JobInputError, storage_error
+from spark_jobs.common.errors import EXIT_FAILURE, EXIT_USAGE, JobFailure, JobInputError, storage_error
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -86,7 +86,7 @@ def run_cli(job: Callable[[Sequence[str] | None], int | None], argv: Sequence[st
 def _known_failure(exc: Exception) -> JobInputError | JobFailure | None:
     """One line for a failure that is not a bug of the job: the driver JVM died, or storage refused."""
     if _is_py4j_error(exc) or isinstance(exc, ConnectionError):
-        from spark_jobs.session import driver_jvm, jvm_exit_code
+        from spark_jobs.common.session import driver_jvm, jvm_exit_code
 
         code = jvm_exit_code()
         if code is not None:
@@ -172,7 +172,7 @@ def check_run_dir_overlap(cfg: TrainConfig, args: argparse.Namespace) -> None:
     """Refuse a ``run.dir`` that is, contains, or lies inside what the run reads: ``data.shards``,
     ``data.test``, the ``--config`` file and the ``--spark-defaults`` file (``--overwrite`` would delete them).
     """
-    from spark_jobs.output import check_no_overlap
+    from spark_jobs.common.output import check_no_overlap
 
     run_dir = absolute_path(cfg.run.dir)
     if not run_dir:

@@ -14,9 +14,9 @@ import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from spark_jobs.errors import JobInputError
+from spark_jobs.common.errors import JobInputError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONF = PROJECT_ROOT / "conf" / "spark" / "local.conf"
 LOG4J_CONF = PROJECT_ROOT / "conf" / "spark" / "log4j2.properties"
 # spark-submit starts the driver JVM first and hands Python its gateway through this variable.

@@ -6,14 +6,14 @@ from the command line.
 
 Modules, by concern (all on the driver):
 
-- :mod:`~spark_jobs.session.conf`: the properties (defaults file, spark-submit's, the command
+- :mod:`~spark_jobs.common.session.conf`: the properties (defaults file, spark-submit's, the command
   line), the ``--master`` checks, and whether spark-submit started this process;
-- :mod:`~spark_jobs.session.jvm`: the driver JVM this process starts, stopped and waited for;
-- :mod:`~spark_jobs.session.lifecycle`: the session of one job (reused, started in the background,
+- :mod:`~spark_jobs.common.session.jvm`: the driver JVM this process starts, stopped and waited for;
+- :mod:`~spark_jobs.common.session.lifecycle`: the session of one job (reused, started in the background,
   stopped), and the one off switch of its start-up accelerations (``SPARK_COLLAB_PLAIN_START=1``).
 """
 
-from spark_jobs.session.conf import (
+from spark_jobs.common.session.conf import (
     DEFAULT_CONF,
     LOG4J_CONF,
     PROJECT_ROOT,
@@ -25,8 +25,14 @@ from spark_jobs.session.conf import (
     resolve_spark_conf,
     under_spark_submit,
 )
-from spark_jobs.session.jvm import JVM_EXIT_WAIT_S, JVM_NOISE_LINE, driver_jvm, jvm_exit_code, stop_session
-from spark_jobs.session.lifecycle import (
+from spark_jobs.common.session.jvm import (
+    JVM_EXIT_WAIT_S,
+    JVM_NOISE_LINE,
+    driver_jvm,
+    jvm_exit_code,
+    stop_session,
+)
+from spark_jobs.common.session.lifecycle import (
     PLAIN_START_ENV,
     get_spark_session,
     job_session,

@@ -6,7 +6,7 @@ Two start-up accelerations live here, both on unless ``SPARK_COLLAB_PLAIN_START=
 - :func:`job_session_in_background` starts the session in a background thread, so the JVM boots
   while the job loads its config and imports torch; plain: the session starts in the job's own
   thread when the job first asks for it;
-- :func:`get_spark_session` maps the JVM class-data archive of :mod:`spark_jobs.jvm_cache` into a
+- :func:`get_spark_session` maps the JVM class-data archive of :mod:`spark_jobs.common.jvm_cache` into a
   driver JVM it starts itself; plain: the JVM loads Spark's classes from the jars as usual
   (``SPARK_COLLAB_JVM_CACHE=off`` turns off the archive alone).
 
@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs import jvm_cache
-from spark_jobs.session.conf import (
+from spark_jobs.common import jvm_cache
+from spark_jobs.common.session.conf import (
     DEFAULT_CONF,
     check_master_reachable,
     check_master_url,
@@ -34,7 +34,7 @@ from spark_jobs.session.conf import (
     submitted_conf,
     under_spark_submit,
 )
-from spark_jobs.session.jvm import launch_gateway_quietly, quiet_lost_jvm_connections, stop_session
+from spark_jobs.common.session.jvm import launch_gateway_quietly, quiet_lost_jvm_connections, stop_session
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -99,7 +99,7 @@ def get_spark_session(
 
 
 def session_from_args(app_name: str, args: argparse.Namespace) -> SparkSession:
-    """Session for a job whose parser used :func:`~spark_jobs.session.conf.add_spark_arguments`."""
+    """Session for a job whose parser used :func:`~spark_jobs.common.session.conf.add_spark_arguments`."""
     return get_spark_session(
         app_name,
         master=args.master,
