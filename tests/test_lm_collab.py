@@ -182,3 +182,39 @@ def test_resume_refuses_a_checkpoint_of_another_mode(tmp_path: Path) -> None:
         run_collab(_cfg(shards, tmp_path / "r", "collab.mode='dml'", "train.max_iters=3"), ctx)
         with pytest.raises(ValueError, match=r"run\.resume: .* does not fit"):
             run_collab(_cfg(shards, tmp_path / "r", "collab.mode='fedavg'", "run.resume=true"), ctx)
+
+
+@pytest.mark.parametrize(
+    ("mode", "evaluations"),
+    [("dml", "train.eval_interval=3"), ("diloco", "train.eval_interval=6")],  # diloco: outer steps at 2, 4, 6
+)
+def test_checkpoint_every_bounds_what_a_failure_loses(tmp_path: Path, mode: str, evaluations: str) -> None:
+    """run.checkpoint_every 2: a failure at iteration 5 resumes from the checkpoint of iteration 4
+    (not from an evaluation's, at 3 or none before 6), and the result is the uninterrupted one."""
+    from training.checkpoint import load_model_state
+    from training.dist import distributed
+    from training.faults import InjectedFault
+    from training.lm_collab import run_collab
+
+    shards = char_shards(tmp_path / "shards")
+    settings = (
+        f"collab.mode='{mode}'",
+        evaluations,
+        "collab.inner_steps=2",
+        "run.checkpoint_every=2",
+        "run.keep_checkpoints=10",
+    )
+    with distributed() as ctx:
+        whole = run_collab(_cfg(shards, tmp_path / "whole", *settings), ctx)
+        with pytest.raises(InjectedFault):
+            run_collab(
+                _cfg(shards, tmp_path / "cut", *settings, "fault.fail_rank=0", "fault.fail_at_step=5"), ctx
+            )
+        resumed = run_collab(_cfg(shards, tmp_path / "cut", *settings, "run.resume=true"), ctx)
+    assert resumed["resumed_from_iter"] == 4
+    a, b = (
+        load_model_state(tmp_path / "whole" / "checkpoint.pt"),
+        load_model_state(tmp_path / "cut" / "checkpoint.pt"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["train_loss"] == whole["train_loss"]

@@ -9,7 +9,8 @@
 - ``fedavg``: the same loop with outer SGD at lr 1.0 and no momentum, which is the plain average
   of the replicas' parameters.
 
-A checkpoint is written at every evaluation (which falls on an outer step): the outer parameters
+A checkpoint is written at every evaluation (which falls on an outer step), and with
+``run.checkpoint_every`` N on the first outer step at or after every multiple of N: the outer parameters
 (the model a user loads), the outer optimizer, the inner schedule, and per rank the inner AdamW
 state, the sums of the current log interval and the RNG; resume from it is exact.
 """
@@ -94,22 +95,26 @@ def run_outer(cfg: GPTConfig, ctx: DistContext, t_enter: float) -> dict[str, Any
             flush=True,
         )
 
+    def save(at: int) -> None:
+        """Collective: the checkpoint of outer step ``at`` (the replicas hold the outer parameters)."""
+        extra = checkpoint_extra(cfg, run.vocab_size, None)
+        extra.update(rounds=rounds, comm=run.comm.state_dict(), mode=c.mode, replicas=ctx.world_size)
+        rank_state = {
+            "inner_optimizer": replica.optimizer.state_dict(),
+            "log_window": run.log_window_state(),
+        }
+        checkpoint.save_checkpoint(
+            run.run_dir, outer, outer_opt, replica.scheduler, 0, at, ctx, extra,
+            rank_state=rank_state, keep=cfg.run.keep_checkpoints,
+        )  # fmt: skip
+
     def evaluate_and_save(at: int) -> None:
         train_loss = estimate_loss(model, run.eval_train_windows, run.eval_cfg, ctx, micro)
         val_loss = (
             estimate_loss(model, run.val_windows, run.eval_cfg, ctx, micro) if run.val_windows else None
         )
         if cfg.run.checkpoint and at > 0:
-            extra = checkpoint_extra(cfg, run.vocab_size, None)
-            extra.update(rounds=rounds, comm=run.comm.state_dict(), mode=c.mode, replicas=ctx.world_size)
-            rank_state = {
-                "inner_optimizer": replica.optimizer.state_dict(),
-                "log_window": run.log_window_state(),
-            }
-            checkpoint.save_checkpoint(
-                run.run_dir, outer, outer_opt, replica.scheduler, 0, at, ctx, extra,
-                rank_state=rank_state, keep=cfg.run.keep_checkpoints,
-            )  # fmt: skip
+            save(at)
         rec = {
             "kind": "eval",
             "iter": at,
@@ -125,7 +130,8 @@ def run_outer(cfg: GPTConfig, ctx: DistContext, t_enter: float) -> dict[str, Any
     if resumed_from is None:
         evaluate_and_save(0)
     flops_per_iter = run.flops_per_iter(model)
-    last_eval = it
+    last_eval = last_save = it
+    every = cfg.run.checkpoint_every
     model.train()
     run.t_log = time.perf_counter()  # the first interval's speed leaves out the evaluation at 0
     while it < cfg.train.max_iters:
@@ -150,8 +156,14 @@ def run_outer(cfg: GPTConfig, ctx: DistContext, t_enter: float) -> dict[str, Any
         ):
             t_eval = time.perf_counter()
             evaluate_and_save(it)
-            last_eval = it
+            last_eval = last_save = it
             run.pause += time.perf_counter() - t_eval
+        elif boundary and cfg.run.checkpoint and every and it // every > last_save // every:
+            # run.checkpoint_every: likewise on the first outer step at or after each multiple.
+            t_save = time.perf_counter()
+            save(it)
+            last_save = it
+            run.pause += time.perf_counter() - t_save
     run.heartbeat.beat(it, force=True)
     return run.result(
         it, model, {"rounds": rounds, "resumed_from_iter": resumed_from, "inner_steps": c.inner_steps}

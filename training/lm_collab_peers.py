@@ -7,7 +7,8 @@
   the peers' probabilities) or ``average`` (mean of parameters; needs peers that share an init).
 - ``independent``: the same peers with no exchange at all (the baseline of ``dml``).
 
-A checkpoint is written at every evaluation (``run.checkpoint``): peer 0's model, AdamW and
+A checkpoint is written at every evaluation (``run.checkpoint``) and every ``run.checkpoint_every``
+iterations: peer 0's model, AdamW and
 schedule are the checkpoint's model, optimizer and scheduler (the model ``spark-collab generate
 --run`` loads); every other rank's model, AdamW and schedule travel as its rank state, with, on
 every rank, the RNG, the sums of the current log interval and the parameters it last sent to the
@@ -285,6 +286,10 @@ def run_peers(cfg: GPTConfig, ctx: DistContext, t_enter: float) -> dict[str, Any
             t_eval = time.perf_counter()
             evaluate_and_save(it)
             run.pause += time.perf_counter() - t_eval
+        elif cfg.run.checkpoint and cfg.run.checkpoint_every and it % cfg.run.checkpoint_every == 0:
+            t_save = time.perf_counter()
+            peers.save(it)
+            run.pause += time.perf_counter() - t_save
     run.heartbeat.beat(it, force=True)
 
     # The main rank's last evaluation of the peers (before any fusion) is what the result reports.

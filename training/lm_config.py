@@ -245,7 +245,8 @@ class GPTConfig:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     """[launch] section."""
     run: RunConfig = field(default_factory=lambda: RunConfig(dir="runs/train/gpt"))
-    """[run] section; checkpoints are written at every evaluation (and every run.checkpoint_every iterations)."""
+    """[run] section; checkpoints are written at every evaluation and every run.checkpoint_every
+    iterations (collab DiLoCo/FedAvg: on the first outer step at or after each multiple)."""
     fault: FaultConfig = field(default_factory=FaultConfig)
     """[fault] section; fail_at_step counts iterations."""
     collab: LMCollabConfig | None = None
