@@ -193,10 +193,32 @@ class BpeTokenizer(Tokenizer):
         return cls(_import_tokenizers().Tokenizer.from_str(text))
 
     def encode(self, text: str) -> list[int]:
+        if EOT in text:
+            return self._encode_with_literal_eot(text)
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+        texts = list(texts)
+        encoded = [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        return [
+            self._encode_with_literal_eot(t) if EOT in t else ids
+            for t, ids in zip(texts, encoded, strict=True)
+        ]
+
+    def _encode_with_literal_eot(self, text: str) -> list[int]:
+        """A document that contains the text ``<|endoftext|>``: ``tokenizers`` would turn it into the
+        end-of-document id, cutting the document in two inside the shards. Encode it as plain text
+        instead, in two halves that the special-token matcher cannot see whole."""
+        half = len(EOT) // 2
+        literal = self.backend.encode_batch([EOT[:half], EOT[half:]], add_special_tokens=False)
+        literal_ids = literal[0].ids + literal[1].ids
+        ids: list[int] = []
+        for i, part in enumerate(text.split(EOT)):
+            if i:
+                ids += literal_ids
+            if part:
+                ids += self.backend.encode(part, add_special_tokens=False).ids
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode([i for i in ids if i != self.eot_id], skip_special_tokens=False)

@@ -141,3 +141,11 @@ sys.exit(os.waitstatus_to_exitcode(status))
 def test_bpe_encodes_in_a_forked_child_after_the_parent_used_its_thread_pool() -> None:
     done = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_end_of_document_text_inside_a_document_stays_text(bpe: BpeTokenizer) -> None:
+    """A document quoting ``<|endoftext|>`` must not get an end-of-document id (a boundary inside it)."""
+    text = "before <|endoftext|> after<|endoftext|>"
+    for ids in (bpe.encode(text), bpe.encode_batch([text])[0]):
+        assert bpe.eot_id not in ids
+        assert bpe.decode(ids) == text
