@@ -31,198 +31,45 @@ import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from training.config_checks import check_no_unread_keys, unread_keys, validate
+from training.config_sections import (
+    AUTO,
+    COLLAB_MODES,
+    COLLAB_UNREAD_KEYS,
+    FAULT_MODES,
+    FUSIONS,
+    OPTIMIZERS,
+    SCHEDULES,
+    SECTIONS,
+    STRATEGIES,
+    TRACKERS,
+    CollabConfig,
+    DataConfig,
+    FaultConfig,
+    LaunchConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    TrainSection,
+)
 
 if TYPE_CHECKING:
     from training.lm_config import GPTConfig
 
-
-@dataclass
-class ModelConfig:
-    name: str = "mlp784"
-    """Registered model name: mlp784 (the original article's 784-10-10 MLP), mlp (wider MLP), cnn (LeNet-style)."""
-    hidden: int = 256
-    """Hidden width of the wider ``mlp`` (its two hidden layers); mlp784 and cnn ignore it."""
-
-
-@dataclass
-class DataConfig:
-    shards: str = "runs/shards/mnist5k"
-    """Output directory of ``spark-collab shard`` (holds manifest.json)."""
-    test: str = ""
-    """Optional separate shards directory for the test accuracy (e.g. real MNIST t10k); empty: use ``shards``."""
-    train_split: str = "train"
-    """Split trained on; rank r reads shards r, r+W, ... (W = number of processes)."""
-    val_split: str = "val"
-    """Split for the per-epoch validation accuracy; skipped when the shards have no such split."""
-    test_split: str = "test"
-    """Split for the final test accuracy (in ``test`` when set, else in ``shards``); skipped when absent."""
+# The sections, the classifier root and its checks are importable from here, the config's one door.
+__all__ = [
+    "AUTO", "COLLAB_MODES", "COLLAB_UNREAD_KEYS", "CONFIG_ROOTS", "FAULT_MODES", "FUSIONS", "OPTIMIZERS",
+    "SCHEDULES", "SECTIONS", "STRATEGIES", "TRACKERS", "CollabConfig", "DataConfig", "FaultConfig",
+    "LaunchConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "TrainSection",
+    "apply_overrides", "check_no_unread_keys", "config_from_argv", "config_from_dict", "describe",
+    "field_docs", "load_config", "parse_override", "root_for", "sections_of", "unread_keys", "validate",
+]  # fmt: skip
 
 
-@dataclass
-class OptimConfig:
-    name: str = "sgd"
-    """Optimizer: sgd or adam."""
-    lr: float = 0.01
-    """Base learning rate."""
-    momentum: float = 0.9
-    """SGD momentum (sgd only)."""
-    nesterov: bool = True
-    """Nesterov momentum (sgd only)."""
-    decay: float = 1e-6
-    """Keras-style time decay per optimizer step: lr_t = lr / (1 + decay * step); 0 disables it."""
-    schedule: str = "time"
-    """Learning-rate schedule: time (the Keras time decay above) or cosine (lr -> 0 along a half cosine over all steps; decay ignored)."""
-    weight_decay: float = 0.0
-    """L2 weight decay passed to the optimizer."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """Adam betas (adam only)."""
-
-
-@dataclass
-class TrainSection:
-    epochs: int = 10
-    """Number of passes over the training split."""
-    batch_size: int = 128
-    """Samples in one optimizer step of one model. Data-parallel training splits that batch over its
-    W ranks (W must divide it); in collaborative training every peer or client is its own model and
-    takes the whole batch on its rank."""
-    strategy: str = "ddp"
-    """Data-parallel strategy: ddp (DistributedDataParallel) or fsdp (FSDP2 fully_shard)."""
-    seed: int = 0
-    """Seed for model initialisation and the per-epoch shuffle (the same on every rank)."""
-    bf16: bool = False
-    """Run forward/loss under bf16 autocast (useful on GPU; parameters and optimizer stay float32)."""
-    eval_batch_size: int = 1024
-    """Per-rank batch size for validation and test evaluation."""
-    max_steps_per_epoch: int = 0
-    """Cap on optimizer steps per epoch (0 = no cap); for smoke tests and benchmarks."""
-
-
-@dataclass
-class LaunchConfig:
-    num_processes: int | str = 2
-    """Number of torch ranks TorchDistributor starts, or "auto" (train only): what Spark offers, i.e. the cores of local[N] / local[*], the task slots of the cluster's executors, or with use_gpu the GPUs Spark assigns."""
-    local_mode: bool = True
-    """True: ranks run on the driver machine (torchrun); False: one Spark barrier task per rank."""
-    use_gpu: bool = False
-    """Train on CUDA with NCCL (one GPU per rank); False: CPU with gloo."""
-    timeout_s: int = 600
-    """Wall-clock limit for the whole launch (every restart included)."""
-    collective_timeout_s: int = 300
-    """Process-group timeout: a collective (all-reduce, barrier) waiting longer than this fails its rank."""
-    max_restarts: int = 0
-    """When a rank dies or stalls, relaunch all ranks from the last complete checkpoint, at most this often."""
-    stall_timeout_s: int = 300
-    """A rank whose progress heartbeat is older than this is stalled: named with its stack, then killed or restarted (0: off)."""
-
-
-@dataclass
-class RunConfig:
-    dir: str = "runs/train/default"
-    """Run directory: result.json, metrics.jsonl, checkpoints, plots, launch/ (per-rank status)."""
-    resume: bool = False
-    """Continue from the checkpoint in ``dir`` when there is one (otherwise start fresh)."""
-    checkpoint: bool = True
-    """Write a checkpoint at the end of every epoch (main rank, atomic, with a SHA-256 record)."""
-    checkpoint_every: int = 0
-    """Also write a checkpoint every this many optimizer steps (0: at epoch ends only); collab: every this many rounds (DML: epochs), 0 or 1 every round."""
-    keep_checkpoints: int = 2
-    """How many checkpoints to keep in checkpoints/ (a corrupt latest one falls back to the one before)."""
-    plots: bool = True
-    """Write loss/accuracy curves as PNG at the end."""
-    tracking: str = "none"
-    """Experiment tracking: none, or mlflow (the main rank logs params, metrics, plots, result and model to MLFLOW_TRACKING_URI, default ./mlruns; needs the tracking extra)."""
-
-
-@dataclass
-class FaultConfig:
-    fail_rank: int = -1
-    """Fault injection: the global rank that fails (-1: off)."""
-    fail_at_step: int = -1
-    """Fault injection: global optimizer step (0-based, counted across epochs) at which it fails."""
-    mode: str = "raise"
-    """How it fails: raise (an exception), exit (os._exit(1)), kill (SIGKILL to itself) or stall (sleeps forever)."""
-    attempts: int = 1
-    """In how many attempts of a restarting launch the fault fires (1: the first only, so a restart gets past it)."""
-
-
-@dataclass
-class CollabConfig:
-    mode: str = "dml"
-    """Collaborative mode: dml (deep mutual learning), fedavg (federated averaging), local_sgd."""
-    peers: list[str] = field(default_factory=list)
-    """Model names of the peers (one per rank, cycled); empty: every rank uses [model].name."""
-    weight: float = 1.0
-    """DML: weight of the mutual (KL) term against the cross-entropy term."""
-    temperature: float = 1.0
-    """DML: softmax temperature for the mutual term."""
-    rounds: int = 10
-    """FedAvg / local SGD: communication rounds."""
-    local_epochs: int = 1
-    """FedAvg / local SGD: local epochs between averaging rounds."""
-    fraction: float = 1.0
-    """FedAvg: fraction of clients taking part in each round."""
-    mu: float = 0.0
-    """FedProx proximal term weight (0 = plain FedAvg)."""
-    fusion: str = "ensemble"
-    """DML: how peers are fused at the end: ensemble (average probabilities), average (average parameters; needs same_init), none."""
-    target_accuracy: float = 0.0
-    """Report the first round (fedavg/local_sgd) or epoch (dml) whose fused test accuracy reaches this (0 = not tracked)."""
-    same_init: bool = False
-    """DML: start every peer from the same initialisation (needed for fusion = "average"); false: peer r uses seed + 1000 r."""
-    sync_steps: int = 0
-    """local_sgd: average the models every this many local optimizer steps (0: after every local_epochs epochs)."""
-
-
-@dataclass
-class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    """[model] section."""
-    data: DataConfig = field(default_factory=DataConfig)
-    """[data] section."""
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    """[optim] section."""
-    train: TrainSection = field(default_factory=TrainSection)
-    """[train] section."""
-    launch: LaunchConfig = field(default_factory=LaunchConfig)
-    """[launch] section."""
-    run: RunConfig = field(default_factory=RunConfig)
-    """[run] section."""
-    fault: FaultConfig = field(default_factory=FaultConfig)
-    """[fault] section."""
-    collab: CollabConfig | None = None
-    """[collab] section; present only in collaborative configs."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (JSON/TOML friendly); ``collab`` left out when absent."""
-        out = dataclasses.asdict(self)
-        if out["collab"] is None:
-            del out["collab"]
-        return out
-
-
-# Section name -> dataclass; the one place that lists them.
-SECTIONS: dict[str, type] = {
-    f.name: typing.get_type_hints(TrainConfig)[f.name] for f in dataclasses.fields(TrainConfig)
-}
-SECTIONS["collab"] = CollabConfig
-STRATEGIES = ("ddp", "fsdp")
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("time", "cosine")
-TRACKERS = ("none", "mlflow")
-COLLAB_MODES = ("dml", "fedavg", "local_sgd")
-COLLAB_UNREAD_KEYS = (
-    "train.strategy",
-    "train.bf16",
-    "data.val_split",
-    "run.plots",
-)
-FUSIONS = ("ensemble", "average", "none")
-AUTO = "auto"  # launch.num_processes: resolved by the driver from what Spark offers
-FAULT_MODES = ("raise", "exit", "kill", "stall")
 # Models whose config is a root of its own (model.name -> "module:class"); the rest use TrainConfig.
 CONFIG_ROOTS: dict[str, str] = {"gpt": "training.lm_config:GPTConfig"}
 
@@ -361,124 +208,6 @@ def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
     return config_from_dict(grouped, cfg)
 
 
-def validate(cfg: Any) -> Any:
-    """Range and choice checks across fields; raises ValueError naming the key and the fix."""
-    if not isinstance(cfg, TrainConfig):
-        return cfg.validate()  # a root of its own (CONFIG_ROOTS) checks itself
-    from training.models import available_models, unknown_model_message
-
-    def bad(key: str, msg: str) -> None:
-        raise ValueError(f"{key}: {msg}")
-
-    if cfg.model.name not in available_models():
-        bad("model.name", unknown_model_message(cfg.model.name))
-    if cfg.model.hidden < 1:
-        bad("model.hidden", "must be >= 1")
-    if not cfg.data.shards:
-        bad("data.shards", "set it to the output directory of `spark-collab shard`")
-    if cfg.optim.name not in OPTIMIZERS:
-        bad("optim.name", f"unknown optimizer {cfg.optim.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if cfg.optim.lr <= 0:
-        bad("optim.lr", "must be > 0")
-    if cfg.optim.decay < 0:
-        bad("optim.decay", "must be >= 0")
-    if cfg.optim.schedule not in SCHEDULES:
-        bad(
-            "optim.schedule",
-            f"unknown schedule {cfg.optim.schedule!r}; choose one of: {', '.join(SCHEDULES)}",
-        )
-    if cfg.optim.schedule == "cosine" and cfg.collab is not None:
-        bad("optim.schedule", "cosine is for `spark-collab train`; collaborative runs use time")
-    if not 0 <= cfg.optim.momentum < 1:
-        bad("optim.momentum", "must be in [0, 1)")
-    if cfg.optim.nesterov and cfg.optim.name == "sgd" and cfg.optim.momentum == 0:
-        bad("optim.nesterov", "Nesterov needs optim.momentum > 0; set optim.nesterov=false")
-    if len(cfg.optim.betas) != 2:
-        bad("optim.betas", "expected two numbers, e.g. [0.9, 0.999]")
-    if cfg.train.epochs < 1:
-        bad("train.epochs", "must be >= 1")
-    if cfg.train.strategy not in STRATEGIES:
-        bad(
-            "train.strategy",
-            f"unknown strategy {cfg.train.strategy!r}; choose one of: {', '.join(STRATEGIES)}",
-        )
-    if cfg.train.eval_batch_size < 1:
-        bad("train.eval_batch_size", "must be >= 1")
-    if cfg.train.max_steps_per_epoch < 0:
-        bad("train.max_steps_per_epoch", "must be >= 0 (0 = no cap)")
-    auto = cfg.launch.num_processes == AUTO
-    if isinstance(cfg.launch.num_processes, str) and not auto:
-        bad("launch.num_processes", f'expected a number >= 1 or "{AUTO}", got {cfg.launch.num_processes!r}')
-    if auto and cfg.collab is not None:
-        bad(
-            "launch.num_processes",
-            f'"{AUTO}" is for `spark-collab train`; set the number of peers/client groups',
-        )
-    if not auto and cfg.launch.num_processes < 1:  # type: ignore[operator]
-        bad("launch.num_processes", "must be >= 1")
-    # With "auto", the checks that need the number run again once the driver has resolved it.
-    if cfg.train.batch_size < 1:
-        bad("train.batch_size", "must be >= 1 (samples in one optimizer step of one model)")
-    data_parallel = getattr(cfg, "collab", None) is None
-    if data_parallel and not auto and cfg.train.batch_size % cfg.launch.num_processes:  # type: ignore[operator]
-        bad(
-            "train.batch_size",
-            f"batch {cfg.train.batch_size} must be a multiple of launch.num_processes="
-            f"{cfg.launch.num_processes} (each rank takes an equal share)",
-        )
-    if cfg.launch.timeout_s < 1:
-        bad("launch.timeout_s", "must be >= 1 second")
-    if cfg.launch.collective_timeout_s < 1:
-        bad("launch.collective_timeout_s", "must be >= 1 second")
-    if cfg.launch.max_restarts < 0:
-        bad("launch.max_restarts", "must be >= 0")
-    if cfg.launch.stall_timeout_s < 0:
-        bad("launch.stall_timeout_s", "must be >= 0 seconds (0: no stall detection)")
-    if cfg.run.checkpoint_every < 0:
-        bad("run.checkpoint_every", "must be >= 0 steps (0: at epoch ends only)")
-    if cfg.run.keep_checkpoints < 1:
-        bad("run.keep_checkpoints", "must be >= 1")
-    if cfg.fault.attempts < 0:
-        bad("fault.attempts", "must be >= 0")
-    if not cfg.run.dir:
-        bad("run.dir", "set a run directory, e.g. runs/train/mlp784")
-    if cfg.run.tracking not in TRACKERS:
-        bad("run.tracking", f"unknown tracker {cfg.run.tracking!r}; choose one of: {', '.join(TRACKERS)}")
-    if cfg.run.tracking == "mlflow" and importlib.util.find_spec("mlflow") is None:
-        bad(
-            "run.tracking",
-            "mlflow is not installed: pip install 'spark-collab[tracking]' (or run.tracking=none)",
-        )
-    if cfg.fault.mode not in FAULT_MODES:
-        bad("fault.mode", f"choose one of: {', '.join(FAULT_MODES)}")
-    if not auto and cfg.fault.fail_rank >= cfg.launch.num_processes:  # type: ignore[operator]
-        bad(
-            "fault.fail_rank",
-            f"rank {cfg.fault.fail_rank} does not exist with {cfg.launch.num_processes} processes",
-        )
-    if cfg.collab is not None:
-        check_no_unread_keys(cfg)
-        c = cfg.collab
-        if c.mode not in COLLAB_MODES:
-            bad("collab.mode", f"unknown mode {c.mode!r}; choose one of: {', '.join(COLLAB_MODES)}")
-        if c.fusion not in FUSIONS:
-            bad("collab.fusion", f"unknown fusion {c.fusion!r}; choose one of: {', '.join(FUSIONS)}")
-        for i, peer in enumerate(c.peers):
-            if peer not in available_models():
-                bad(f"collab.peers[{i}]", unknown_model_message(peer))
-        if not 0 < c.fraction <= 1:
-            bad("collab.fraction", "must be in (0, 1]")
-        if c.temperature <= 0:
-            bad("collab.temperature", "must be > 0")
-        if c.rounds < 1:
-            bad("collab.rounds", "must be >= 1")
-        if c.local_epochs < 1:
-            bad("collab.local_epochs", "must be >= 1")
-        if c.mu < 0:
-            bad("collab.mu", "must be >= 0")
-    return cfg
-
-
 def _model_name(data: Mapping[str, Any], overrides: Iterable[str]) -> str | None:
     """``model.name`` as the file and the overrides set it (the last override wins); None when unset."""
     model = data.get("model")
@@ -548,27 +277,6 @@ def field_docs(cls: type) -> dict[str, str]:
         ):
             docs[node.target.id] = nxt.value.value
     return docs
-
-
-def unread_keys(cfg: Any) -> tuple[str, ...]:
-    """Keys of the shared sections that ``cfg``'s job does not read (hidden by describe, refused when
-    set): collaborative training trains every peer plainly in float32 on one rank, evaluates on the
-    test split only and always draws its plots (it checkpoints per round or epoch, not per step)."""
-    return COLLAB_UNREAD_KEYS if getattr(cfg, "collab", None) is not None else ()
-
-
-def check_no_unread_keys(cfg: Any) -> None:
-    """ValueError for a non-default value of a key the job accepts (the format is shared) but does
-    not read: a setting that silently does nothing is worse than an error."""
-    defaults = type(cfg)()
-    for key in unread_keys(cfg):
-        section, _, name = key.partition(".")
-        value, default = getattr(getattr(cfg, section), name), getattr(getattr(defaults, section), name)
-        if value != default:
-            raise ValueError(
-                f"{key}={value!r}: collaborative training does not use this key; remove it from the config "
-                f"(or set it back to {default!r})"
-            )
 
 
 def describe(cfg: Any | None = None) -> str:

@@ -1,6 +1,6 @@
 """Range checks of the sections every config root shares: ``[launch]``, ``[run]`` and ``[fault]``.
 
-The dataclasses of these sections live in :mod:`training.config` and are the same for the
+The dataclasses of these sections live in :mod:`training.config_sections` and are the same for the
 classifier root and for a root of its own such as :class:`training.lm_config.GPTConfig`; their
 checks live here so that a root reuses them instead of carrying a copy. Only the wording that
 depends on the job (what a "step" is, when checkpoints are written) is a parameter. No torch
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from training.config import AUTO, FAULT_MODES, TRACKERS, FaultConfig, LaunchConfig, RunConfig
+from training.config_sections import AUTO, FAULT_MODES, TRACKERS, FaultConfig, LaunchConfig, RunConfig
 
 
 def _bad(key: str, msg: str) -> None:
