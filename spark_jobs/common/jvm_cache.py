@@ -3,12 +3,12 @@
 Starting a SparkSession here takes about 5 s, most of it the JVM loading and verifying some
 twenty thousand classes from Spark's jars. Java's AppCDS (JDK 13+) can dump the classes a run
 loaded into an archive (``-XX:ArchiveClassesAtExit``) that later JVMs map instead of parsing
-(``-XX:SharedArchiveFile``). Measured here: session start plus a first job 6.6-7.5 s without,
+(``-XX:SharedArchiveFile``). On a 2-core VM: session start plus a first job 6.6-7.5 s without,
 3.9-4.2 s with (docs/benchmarks.md).
 
-``python -m spark_jobs.common.jvm_cache`` (``make jvm-cache``, which ``make test`` runs) builds the archive once; every session
-that spark-collab starts itself (not under spark-submit, which has started its JVM already) then
-uses it. The archive is keyed by the java binary and the pyspark version and jars, so an upgrade
+``python -m spark_jobs.common.jvm_cache`` (``make jvm-cache``, which ``make test`` runs) builds
+the archive once; every session that spark-collab starts itself (not under spark-submit, which
+has started its JVM already) then uses it. The archive is keyed by the java binary and the pyspark version and jars, so an upgrade
 simply means a new archive; a JVM that cannot use an archive (another classpath through
 ``spark.jars``, say) carries on without it, silently, exactly as before. ``SPARK_COLLAB_JVM_CACHE=off``
 turns it off; so does ``SPARK_COLLAB_PLAIN_START=1``, the switch of all the session's start-up
