@@ -65,12 +65,31 @@ def test_a_killed_collab_rank_resumes_from_the_last_round(spark, tmp_path: Path)
     record = read_record(RunDir.at(tmp_path / "healed").step_checkpoint(restart["resume_step"]))
     assert record is not None and record.epoch == 1
     assert "restarts" not in runs["plain"]
+
+    # Without restarts the command fails, and keeps its checkpoints in run.dir: a second command
+    # with run.resume=true continues from round 1 to the same end.
+    config_path = tmp_path / "resumed.toml"
+    config_path.write_text(FEDAVG.format(shards=shards, run=tmp_path / "resumed"))
+    fail = ["fault.fail_rank=1", f"fault.fail_at_step={STEPS_PER_ROUND + 1}", "launch.max_restarts=0"]
+    assert main(["--config", str(config_path), *_sets(fail), *spark_args()]) == 1
+    assert (
+        RunDir.at(tmp_path / "resumed").step_checkpoints()
+        and not (tmp_path / "resumed" / "result.json").exists()
+    )
+    assert main(["--config", str(config_path), *_sets(["run.resume=true"]), *spark_args()]) == 0
+    runs["resumed"] = json.loads((tmp_path / "resumed" / "result.json").read_text())
+
     timeless = [[{k: v for k, v in r.items() if k != "elapsed_s"} for r in runs[n]["history"]] for n in runs]
-    assert timeless[0] == timeless[1] and len(timeless[0]) == 2
-    plain, healed = (torch.load(tmp_path / n / "peers.pt", weights_only=False) for n in runs)
-    for before, after in zip(plain["peers"], healed["peers"], strict=True):
-        assert before["state"].keys() == after["state"].keys()
-        assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
+    assert timeless[0] == timeless[1] == timeless[2] and len(timeless[0]) == 2
+    plain, *others = (torch.load(tmp_path / n / "peers.pt", weights_only=False) for n in runs)
+    for other in others:
+        for before, after in zip(plain["peers"], other["peers"], strict=True):
+            assert before["state"].keys() == after["state"].keys()
+            assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
+
+
+def _sets(items: list[str]) -> list[str]:
+    return [x for item in items for x in ("--set", item)]
 
 
 # ------------------------------------------------------------------------------------------------

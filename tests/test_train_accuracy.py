@@ -2,8 +2,11 @@
 the original article's settings (10 epochs, SGD Nesterov, global batch 128, two ranks), evaluated on the real
 MNIST test set (../shared/data/mnist t10k, sharded as a separate test source).
 
-Only a floor far above chance (10%) is asserted, to catch training that is broken outright; the
-numbers are printed (run with -s) and recorded in docs/benchmarks.md.
+The reference is independent of the project's training code: scikit-learn's logistic regression
+(7,850 parameters) fitted on the same 4,000 training digits and scored on the same test set
+(0.893 on this data). The article's 784-10-10 network (7,960 parameters) must come within 5 points
+of it, and the CNN must beat it. The numbers are printed (run with -s) and recorded in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -49,7 +52,24 @@ def test_mnist5k_models_on_real_mnist_test_set(spark, shared_data: Path, tmp_pat
         [*common, "model.name=cnn", "train.strategy=fsdp", f"run.dir='{tmp_path / 'cnn'}'"],
     ]
     results = launch(_train_both, runs, num_processes=2, local_mode=True, timeout_s=900)
-    print("\n" + json.dumps(results, indent=1))
-    for r in results:
-        assert r["test_samples"] == 10_000
-        assert r["test_accuracy"] > 0.5, r
+    reference = _logistic_regression_accuracy(train_dir, test_dir)
+    print("\n" + json.dumps({"logistic_regression": reference, "runs": results}, indent=1))
+    mlp784, cnn = results
+    assert mlp784["test_samples"] == cnn["test_samples"] == 10_000
+    assert mlp784["test_accuracy"] >= reference - 0.05, (mlp784, reference)
+    assert cnn["test_accuracy"] > reference, (cnn, reference)
+
+
+def _logistic_regression_accuracy(train_dir: Path, test_dir: Path) -> float:
+    """scikit-learn's multinomial logistic regression on the training shards, scored on the test shard."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from training.data import load_shard
+
+    train = [load_shard(train_dir, "train", i) for i in range(2)]
+    x = np.concatenate([t.features.reshape(len(t.features), -1) for t in train])
+    y = np.concatenate([t.labels for t in train])
+    test = load_shard(test_dir, "test", 0)
+    model = LogisticRegression(max_iter=300).fit(x, y)
+    return float(model.score(test.features.reshape(len(test.features), -1), test.labels))

@@ -243,7 +243,11 @@ def _run_one(args: argparse.Namespace) -> int:
             except LaunchError as exc:
                 _raise_storage_error(exc, f"run.dir {cfg.run.dir}", staging)
                 print(f"error: {exc}", file=sys.stderr)
+                _keep_checkpoints(cfg, staging)
                 raise _Failed() from None
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the ranks are stopped; keep what they saved
+                _keep_checkpoints(cfg, staging)
+                raise
             extra = {
                 "config": cfg.to_dict(),
                 "timings": {"wall_s": time.time() - t0, "train_s": result["train_s"]},
@@ -259,6 +263,18 @@ def _run_one(args: argparse.Namespace) -> int:
         print(line)
     print(f"{summary_line(result)}; results in {cfg.run.dir}")
     return 0
+
+
+def _keep_checkpoints(cfg: TrainConfig, staging: Path) -> None:
+    """The run failed or was stopped: its checkpoints go to run.dir, to continue with run.resume."""
+    from spark_jobs.launch.restarts import keep_resume_point
+
+    step = keep_resume_point(staging, cfg.run.dir, resuming=cfg.run.resume)
+    if step is not None:
+        print(
+            f"checkpoints up to step {step} kept in {cfg.run.dir}; continue with --set run.resume=true",
+            file=sys.stderr,
+        )
 
 
 def _raise_storage_error(exc: Exception, what: str, staging: Path) -> None:
