@@ -4,14 +4,20 @@ The run's checkpoint records the architecture, the vocabulary size and the shard
 (``extra`` of :func:`training.checkpoint.save_checkpoint`); the tokenizer is loaded from that
 directory and no other, so ids mean what they meant in training. Sampling draws from a
 ``torch.Generator`` seeded with ``seed``: the same run, prompt and seed give the same text.
+
+:func:`sample_ids` is the one sampling path: ``spark-collab generate`` calls it through
+:func:`sample_text`, and ``spark-collab predict --generate`` in Spark's Python workers, with one
+generator per row seeded by :func:`row_seed`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from contracts.rundir import RunDir
@@ -57,6 +63,43 @@ def load_run(
     return TrainedGPT(model=model, tokenizer=tok, shards=str(extra["shards"]), iteration=int(state["step"]))
 
 
+def row_seed(seed: int, row_id: int) -> int:
+    """The sampling seed of the row ``row_id`` in a job seeded with ``seed``.
+
+    A row's completion then depends on its id alone, not on which batch or partition it lands in.
+    SeedSequence mixes both numbers (``seed + row_id`` would give row 1 of seed 0 the text of row 0
+    of seed 1); negative ids are taken modulo 2**64, since SeedSequence wants non-negative entries.
+    """
+    return int(np.random.SeedSequence([seed, row_id % 2**64]).generate_state(1)[0])
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The ids sampling continues: the prompt's, or for an empty prompt the end-of-document id (a new
+    document). TokenizerError when the tokenizer cannot encode the prompt."""
+    return tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
+
+
+def sample_ids(
+    model: GPT,
+    ids: Sequence[int],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator,
+) -> list[int]:
+    """The ``max_new_tokens`` ids sampled after ``ids`` (not ``ids`` themselves).
+
+    ``top_k`` None or 0 samples among all ids; ``temperature`` 0 picks the most likely one.
+    """
+    context = list(ids)[-model.shape.block_size :]  # the model sees at most block_size tokens anyway
+    device = next(model.parameters()).device
+    x = torch.tensor([context], dtype=torch.long, device=device)
+    out = generate(
+        model, x, max_new_tokens, temperature=temperature, top_k=top_k or None, generator=generator
+    )
+    return out[0, len(context) :].tolist()
+
+
 def sample_text(
     run: TrainedGPT,
     prompt: str = "",
@@ -66,10 +109,8 @@ def sample_text(
     seed: int = 1337,
 ) -> str:
     """``prompt`` and its sampled continuation, decoded (an empty prompt starts a new document)."""
-    ids = run.tokenizer.encode(prompt) if prompt else [run.tokenizer.eot_id]
-    context = ids[-run.model.shape.block_size :]  # the model sees at most block_size tokens anyway
+    ids = prompt_ids(run.tokenizer, prompt)
     device = next(run.model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    x = torch.tensor([context], dtype=torch.long, device=device)
-    out = generate(run.model, x, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
-    return run.tokenizer.decode(ids + out[0, len(context) :].tolist())
+    new = sample_ids(run.model, ids, max_new_tokens, temperature, top_k, generator)
+    return run.tokenizer.decode(ids + new)

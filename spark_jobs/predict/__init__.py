@@ -10,6 +10,8 @@ Modules, by concern:
 - :mod:`~spark_jobs.predict.cli`: the ``spark-collab predict`` command line (driver);
 - :mod:`~spark_jobs.predict.images`: classifier runs, one prediction per row (driver);
 - :mod:`~spark_jobs.predict.lm`: GPT runs, one loss and perplexity per document (driver);
+- :mod:`~spark_jobs.predict.lm_shards`: GPT runs, token shards from ``corpus`` as input (driver);
+- :mod:`~spark_jobs.predict.lm_generate`: GPT runs, ``--generate``: a completion per prompt (driver);
 - :mod:`~spark_jobs.predict.worker`: **runs in Spark's Python workers**; loads the model once per
   worker for ``predict_batch_udf``;
 - :mod:`~spark_jobs.predict.report`: accuracy, precision, recall, confusion matrix (driver, no pyspark);

@@ -2,7 +2,7 @@
 
 ``predict(spark, PredictOptions(run=..., input=..., output=...))`` runs one job on a live session,
 a classifier run through :mod:`spark_jobs.predict.images`, a GPT run through
-:mod:`spark_jobs.predict.lm`; the command line (:mod:`spark_jobs.predict.cli`) builds the same
+:mod:`spark_jobs.predict.lm` (scores) or :mod:`spark_jobs.predict.lm_generate` (``generate=True``); the command line (:mod:`spark_jobs.predict.cli`) builds the same
 options from its flags, one flag per field. Runs on the driver only; no pyspark or torch import here.
 """
 
@@ -33,13 +33,14 @@ class PredictOptions:
     run: str
     """Run directory of a train or collab run (result.json plus checkpoint.pt or peers.pt)."""
     input: str
-    """A shards directory (manifest.json) or Parquet files/directories/globs with a features column."""
+    """Image shards (manifest.json) or Parquet with a features column; for GPT runs: token shards,
+    JSONL or Parquet with a text column, or text files."""
     output: str
     """Output directory: predictions/ (Parquet), report.json, confusion.png."""
     fusion: str | None = None
     """Collab runs: ensemble, average or peer:I; None: the run's own collab.fusion."""
     split: str = "test"
-    """Shards input: the split to predict."""
+    """Shards input (image or token shards): the split to predict."""
     features_col: str = "features"
     """Parquet input: the array column of features (flattened, as many values as the model's inputs)."""
     id_col: str = "id"
@@ -60,6 +61,47 @@ class PredictOptions:
     """Ship the model files with the job (SparkContext.addFile) instead of reading --run on every executor."""
     load_log: str | None = None
     """Append each Python worker's pid to this file when it loads the model (to check the loads)."""
+    generate: bool = False
+    """GPT runs: complete each input text (a prompt) instead of scoring it."""
+    max_new_tokens: int | None = None
+    """--generate: tokens to sample per prompt (default 100)."""
+    temperature: float | None = None
+    """--generate: softmax temperature, 0 picks the most likely token (default 0.8)."""
+    top_k: int | None = None
+    """--generate: sample among the K most likely tokens, 0 among all (default 200)."""
+    seed: int | None = None
+    """--generate: the sampling seed; row i samples with a generator seeded from (seed, i) (default 1337)."""
+
+    def generation(self) -> GenerationSettings:
+        """The sampling settings of ``--generate``, defaults filled in."""
+        return GenerationSettings(
+            max_new_tokens=GENERATION_DEFAULTS.max_new_tokens
+            if self.max_new_tokens is None
+            else self.max_new_tokens,
+            temperature=GENERATION_DEFAULTS.temperature if self.temperature is None else self.temperature,
+            top_k=GENERATION_DEFAULTS.top_k if self.top_k is None else self.top_k,
+            seed=GENERATION_DEFAULTS.seed if self.seed is None else self.seed,
+        )
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How ``--generate`` samples (the report records them)."""
+
+    max_new_tokens: int
+    temperature: float
+    top_k: int
+    """0: no limit."""
+    seed: int
+
+
+GENERATION_DEFAULTS = GenerationSettings(max_new_tokens=100, temperature=0.8, top_k=200, seed=1337)
+GENERATION_FLAGS = {
+    "max_new_tokens": "--max-new-tokens",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "seed": "--seed",
+}
 
 
 @dataclass
@@ -76,6 +118,8 @@ class PredictSummary:
     seconds: float
     corpus_perplexity: float | None = None
     """GPT runs: exp(sum of losses / sum of tokens) over the well-formed documents."""
+    generated: bool = False
+    """GPT runs with --generate: rows are prompts with completions, not scored documents."""
 
 
 def field_docs() -> dict[str, str]:
@@ -97,6 +141,34 @@ def check_options(opts: PredictOptions) -> None:
         raise JobInputError(f"--bad-rows {opts.bad_rows!r}: choose {' or '.join(BAD_ROWS)}")
     if opts.partitions < 0:
         raise JobInputError(f"--partitions {opts.partitions}: must be >= 0 (0 keeps the input's)")
+    check_generation(opts)
+
+
+def check_generation(opts: PredictOptions) -> None:
+    """The sampling flags: only with ``--generate``, and in range."""
+    if not opts.generate:
+        for name, flag in GENERATION_FLAGS.items():
+            if getattr(opts, name) is not None:
+                raise JobInputError(f"{flag}: only used with --generate; add --generate or drop {flag}")
+        return
+    settings = opts.generation()
+    if settings.max_new_tokens < 1:
+        raise JobInputError(f"--max-new-tokens {settings.max_new_tokens}: must be >= 1")
+    if not settings.temperature >= 0 or settings.temperature == float("inf"):
+        raise JobInputError(f"--temperature {settings.temperature}: must be a finite number >= 0")
+    if settings.top_k < 0:
+        raise JobInputError(f"--top-k {settings.top_k}: must be >= 0 (0: no limit)")
+    if settings.seed < 0:
+        raise JobInputError(f"--seed {settings.seed}: must be >= 0")
+
+
+def check_classifier_options(opts: PredictOptions) -> None:
+    """What a classifier run cannot do: ``--generate`` is for GPT runs."""
+    if opts.generate:
+        raise JobInputError(
+            f"--generate: {opts.run} is a classifier run, which has no text to sample; pass a GPT run "
+            "or drop --generate"
+        )
 
 
 def is_language_model(opts: PredictOptions) -> bool:
@@ -119,9 +191,10 @@ def predict(
     """
     check_options(opts)
     if classifier is None and is_language_model(opts):
-        from spark_jobs.predict.lm import score
+        from spark_jobs.predict.lm import predict_language_model
 
-        return score(spark, opts)
+        return predict_language_model(spark, opts)
+    check_classifier_options(opts)
     from spark_jobs.predict.images import predict_images
 
     return predict_images(spark, opts, classifier)

@@ -4,6 +4,8 @@ Reads image shards from ``spark-collab shard`` (a shards dir and a split) or any
 features column, predicts every row in the executors with the model of a ``train`` or ``collab``
 run (loaded once per Python worker), and writes Parquet rows (id, label when present, prediction,
 class probabilities) plus a report (accuracy, per-class precision and recall, confusion matrix).
+With a GPT run, each document (text, or token shards from ``corpus``) gets its token count, loss
+and perplexity instead, or with ``--generate`` each text is a prompt and gets a sampled completion.
 
 Examples::
 
@@ -11,6 +13,9 @@ Examples::
     spark-collab predict --run runs/collab/dml --input runs/shards/digits-iid --fusion average --output runs/predict/avg
     spark-collab predict --run runs/train/mlp --input data/rows.parquet --features-col pixels --output out/p
     spark-submit spark_jobs/predict/__main__.py --run /shared/runs/cnn --input /shared/shards/t10k --output /shared/p
+    spark-collab predict --run runs/train/gpt_char --input data/plays.jsonl --output runs/predict/lm
+    spark-collab predict --run runs/train/gpt_char --input runs/corpus/shakespeare_char --split val --output out/v
+    spark-collab predict --run runs/train/gpt_char --input prompts.jsonl --generate --output out/g
 
 Rows whose features are null, of the wrong length, or hold a null or NaN are malformed: by default
 (``--bad-rows null``) they are written with a null prediction and counted in the report, with
@@ -31,6 +36,7 @@ from spark_jobs.predict.api import (
     BAD_ROWS,
     PredictOptions,
     PredictSummary,
+    check_classifier_options,
     check_options,
     field_docs,
     is_language_model,
@@ -60,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help=doc["overwrite"])
     parser.add_argument("--ship-model", action="store_true", help=doc["ship_model"])
     parser.add_argument("--load-log", default=None, metavar="FILE", help=doc["load_log"])
+    parser.add_argument("--generate", action="store_true", help=doc["generate"])
+    # No argparse default: the field docs name the defaults, and an absent flag must stay
+    # distinguishable from one given without --generate (which is refused).
+    sampling = {"default": argparse.SUPPRESS}
+    parser.add_argument("--max-new-tokens", type=int, help=doc["max_new_tokens"], **sampling)
+    parser.add_argument("--temperature", type=float, help=doc["temperature"], **sampling)
+    parser.add_argument("--top-k", type=int, help=doc["top_k"], **sampling)
+    parser.add_argument("--seed", type=int, help=doc["seed"], **sampling)
     add_spark_arguments(parser)
     return parser
 
@@ -82,6 +96,11 @@ def options_from_args(args: argparse.Namespace) -> PredictOptions:
         overwrite=args.overwrite,
         ship_model=args.ship_model,
         load_log=absolute_path(args.load_log) if args.load_log else None,
+        generate=args.generate,
+        max_new_tokens=getattr(args, "max_new_tokens", None),
+        temperature=getattr(args, "temperature", None),
+        top_k=getattr(args, "top_k", None),
+        seed=getattr(args, "seed", None),
     )
     check_options(opts)
     return opts
@@ -89,6 +108,11 @@ def options_from_args(args: argparse.Namespace) -> PredictOptions:
 
 def summary_line(summary: PredictSummary, language_model: bool) -> str:
     """The one line a finished job prints."""
+    if summary.generated:
+        return (
+            f"predict: {summary.rows} prompts ({summary.bad_rows} malformed, null) completed with "
+            f"{summary.model}; {summary.seconds:.1f}s -> {summary.output}"
+        )
     if language_model:
         return (
             f"predict: {summary.rows} documents ({summary.bad_rows} malformed, null) with {summary.model}; "
@@ -108,14 +132,16 @@ def _run(argv: Sequence[str] | None) -> int:
         # The model loads (and torch imports) while the JVM starts.
         language_model = is_language_model(opts)
         if language_model:
-            from spark_jobs.predict.lm import load_language_model, score
+            from spark_jobs.predict.lm import load_language_model, predict_language_model
 
             lm = load_language_model(opts)
             spark = wait_for_spark()
             spark.sparkContext.setLocalProperty("callSite.short", "spark-collab predict (LM)")
-            summary = score(spark, opts, lm)
+            summary = predict_language_model(spark, opts, lm)
         else:
             from spark_jobs.predict.images import load_model, predict_images
+
+            check_classifier_options(opts)
 
             classifier = load_model(opts)
             spark = wait_for_spark()

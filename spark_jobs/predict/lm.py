@@ -6,9 +6,11 @@ Runs on the driver; the scoring UDF's model code runs in Spark's Python workers 
 Documents come from raw text: JSONL or Parquet with a text column (``--text-col``), or text files
 (one document per file). The executors tokenize them with the run's own tokenizer (the driver
 reads it once from the run's token shards and ships it inside the UDF) and score them with
-:func:`training.inference.document_loss`; the model is loaded once per Python worker. Output:
+:func:`training.inference.document_loss`; the model is loaded once per Python worker. Token shards
+from ``spark-collab corpus`` are scored in place (:mod:`spark_jobs.predict.lm_shards`). Output:
 Parquet rows ``id, tokens, loss_sum, mean_loss, perplexity`` and ``report.json`` with the corpus
-perplexity ``exp(sum of losses / sum of tokens)``.
+perplexity ``exp(sum of losses / sum of tokens)``. With ``--generate`` the texts are prompts
+instead (:mod:`spark_jobs.predict.lm_generate`); :func:`predict_language_model` picks the path.
 
 A document that is null, or that the tokenizer cannot encode (a character outside a char
 vocabulary), is malformed: a null row counted in the report, or with ``--bad-rows fail`` the
@@ -25,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 from spark_jobs.common.errors import JobInputError
 from spark_jobs.common.output import staged_output
 from spark_jobs.predict.api import SHOWN_BAD_IDS, PredictOptions, PredictSummary
+from spark_jobs.predict.lm_shards import check_token_shards, shard_documents, shard_scores_frame, token_shards
 from spark_jobs.predict.report import PREDICTIONS_DIR, REPORT
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from contracts.manifest import Manifest
     from training.inference import LanguageModel
 
 TEXT_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
@@ -63,17 +67,11 @@ def text_format(path: str) -> str:
 
 
 def read_documents(spark: SparkSession, opts: PredictOptions) -> DataFrame:
-    """``id`` (int64) and ``text`` per document."""
+    """``id`` (int64) and ``text`` per document of a text input (not token shards)."""
     from pyspark.sql import functions as F
 
-    if "://" not in opts.input:
-        if (Path(opts.input) / "manifest.json").is_file():
-            raise JobInputError(
-                f"--input {opts.input}: token shards are not scored by predict; pass the raw text "
-                "(JSONL, Parquet or text files) that the corpus job read"
-            )
-        if not Path(opts.input).exists():
-            raise JobInputError(f"--input {opts.input}: no such file or directory")
+    if "://" not in opts.input and not Path(opts.input).exists():
+        raise JobInputError(f"--input {opts.input}: no such file or directory")
     kind = text_format(opts.input)
     if kind == "text":
         df = spark.read.text(opts.input, wholetext=True).withColumnRenamed("value", "text")
@@ -89,7 +87,7 @@ def read_documents(spark: SparkSession, opts: PredictOptions) -> DataFrame:
 
 
 def scores_frame(docs: DataFrame, lm: LanguageModel, opts: PredictOptions, torch_threads: int) -> DataFrame:
-    """Every document once: id, tokens, loss_sum, mean_loss and perplexity (null for malformed ones)."""
+    """Every text document once: id, tokens, loss_sum (null for malformed ones)."""
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, LongType, StructField, StructType
@@ -112,18 +110,22 @@ def scores_frame(docs: DataFrame, lm: LanguageModel, opts: PredictOptions, torch
     nulls = docs.where(F.col("text").isNull()).select(
         "id", F.lit(None).cast("long").alias("tokens"), F.lit(None).cast("double").alias("loss_sum")
     )
+    return scored.unionByName(nulls)
+
+
+def with_perplexity(scored: DataFrame) -> DataFrame:
+    """``id, tokens, loss_sum`` plus ``mean_loss`` and ``perplexity`` (null without tokens)."""
+    from pyspark.sql import functions as F
+
     mean = F.when(F.col("tokens") > 0, F.col("loss_sum") / F.col("tokens"))
-    return (
-        scored.unionByName(nulls)
-        .withColumn("mean_loss", mean)
-        .withColumn("perplexity", F.exp(F.col("mean_loss")))
-    )
+    return scored.withColumn("mean_loss", mean).withColumn("perplexity", F.exp(F.col("mean_loss")))
 
 
 def write_report(
-    spark: SparkSession, staging: Path, opts: PredictOptions, lm: LanguageModel
+    spark: SparkSession, staging: Path, opts: PredictOptions, lm: LanguageModel, split: str | None
 ) -> dict[str, Any]:
-    """report.json from the written scores (read back: one aggregate)."""
+    """report.json from the written scores (read back: one aggregate); ``split``: the token shards'
+    split scored, None for text input."""
     from pyspark.sql import functions as F
 
     from contracts.atomic import write_json_atomic
@@ -139,6 +141,7 @@ def write_report(
         "run": opts.run,
         "model": lm.description,
         "input": opts.input,
+        **({"split": split} if split is not None else {}),
         "rows": int(totals["docs"]),
         "tokens": tokens,
         "bad_rows": bad.count(),
@@ -150,17 +153,45 @@ def write_report(
     return report
 
 
-def score(spark: SparkSession, opts: PredictOptions, lm: LanguageModel | None = None) -> PredictSummary:
-    """Score every document of ``opts.input`` with the GPT run ``opts.run`` (``lm``: already loaded)."""
-    t0 = time.time()
+def predict_language_model(
+    spark: SparkSession, opts: PredictOptions, lm: LanguageModel | None = None
+) -> PredictSummary:
+    """Score every document of ``opts.input`` with the GPT run ``opts.run``, or with
+    ``opts.generate`` complete every text; ``lm``: the run already loaded on the driver."""
     lm = lm or load_language_model(opts)
+    shards = token_shards(opts)
+    if shards is not None:
+        if opts.generate:
+            raise JobInputError(
+                f"--generate: --input {opts.input} holds token shards, not prompts; pass the prompts "
+                "as JSONL, Parquet or text files"
+            )
+        check_token_shards(shards, opts, lm)
+    if opts.generate:
+        from spark_jobs.predict.lm_generate import complete
+
+        return complete(spark, opts, lm)
+    return score(spark, opts, lm, shards)
+
+
+def score(
+    spark: SparkSession, opts: PredictOptions, lm: LanguageModel, shards: Manifest | None = None
+) -> PredictSummary:
+    """Score every document of ``opts.input``: its text, or the documents of ``shards`` (the
+    input's token shards manifest, already checked against the run) in split ``opts.split``."""
+    t0 = time.time()
     torch_threads = int(spark.conf.get("spark.task.cpus", "1") or 1)
     with staged_output(opts.output, opts.overwrite, inputs=[opts.input, opts.run]) as staging:
-        docs = read_documents(spark, opts)
+        docs = read_documents(spark, opts) if shards is None else shard_documents(spark, shards, opts)
         if opts.partitions:
             docs = docs.repartition(opts.partitions)
         staging.mkdir(parents=True)
-        frame = scores_frame(docs, lm, opts, torch_threads)
+        scored = (
+            scores_frame(docs, lm, opts, torch_threads)
+            if shards is None
+            else shard_scores_frame(docs, lm, opts, torch_threads)
+        )
+        frame = with_perplexity(scored)
         if opts.bad_rows == "fail":
             frame = frame.cache()
             bad = frame.where("tokens IS NULL").select("id").orderBy("id").limit(SHOWN_BAD_IDS)
@@ -172,7 +203,7 @@ def score(spark: SparkSession, opts: PredictOptions, lm: LanguageModel | None = 
                 )
         frame.write.parquet(str(staging / PREDICTIONS_DIR))
         frame.unpersist()
-        report = write_report(spark, staging, opts, lm)
+        report = write_report(spark, staging, opts, lm, None if shards is None else opts.split)
     return PredictSummary(
         rows=report["rows"],
         bad_rows=report["bad_rows"],
