@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 from test_readme_commands import (
-    COMMAND_TIMEOUT_S,
     ROOT,
     Command,
     readme_commands,
+    run_command,
     skip_reason,
     working_copy,
 )
@@ -92,17 +91,7 @@ def test_doc_command_runs(doc: str, command: Command, workdir: Path) -> None:
     reason = doc_skip_reason(doc, command, workdir)
     if reason:
         pytest.skip(reason)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("PYSPARK_GATEWAY_PORT", None)
-    proc = subprocess.run(
-        ["bash", "-c", command.as_run()],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-    )
-    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+    proc, tail = run_command(command, workdir)
     assert proc.returncode == command.expected_exit, (
         f"docs/{doc} line {command.line}: {command.as_run()}\nexit {proc.returncode}\n{tail}"
     )

@@ -158,6 +158,21 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return working_copy(tmp_path_factory.mktemp("readme"))
 
 
+def run_command(command: Command, workdir: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``command`` (shortened when long) with bash in ``workdir``; the process and its output's tail."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYSPARK_GATEWAY_PORT", None)  # a fresh JVM per command, as in a user's shell
+    proc = subprocess.run(
+        ["bash", "-c", command.as_run()],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    return proc, "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+
+
 def working_copy(work: Path) -> Path:
     """The repository's top-level entries linked into ``work``, with an empty runs/ and the
     downloads of data/ copied from ../shared/data."""
@@ -180,17 +195,7 @@ def test_readme_command_runs(command: Command, workdir: Path) -> None:
     reason = skip_reason(command, workdir)
     if reason:
         pytest.skip(reason)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("PYSPARK_GATEWAY_PORT", None)  # a fresh JVM per command, as in a user's shell
-    proc = subprocess.run(
-        ["bash", "-c", command.as_run()],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-    )
-    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+    proc, tail = run_command(command, workdir)
     expected = command.expected_exit
     assert proc.returncode == expected, (
         f"README line {command.line}: {command.as_run()}\nexit {proc.returncode}\n{tail}"

@@ -113,6 +113,17 @@ def scores_frame(docs: DataFrame, lm: LanguageModel, opts: PredictOptions, torch
     return scored.unionByName(nulls)
 
 
+def refuse_bad_rows(frame: DataFrame, result_col: str, opts: PredictOptions, what: str) -> None:
+    """``--bad-rows fail``: JobInputError naming the first ids whose ``result_col`` is null, if any."""
+    bad = frame.where(f"{result_col} IS NULL").select("id").orderBy("id").limit(SHOWN_BAD_IDS)
+    ids = [str(r[0]) for r in bad.collect()]
+    if ids:
+        raise JobInputError(
+            f"--input {opts.input}: {what} that are null or hold characters outside the run's "
+            f"vocabulary, ids {', '.join(ids)}; fix or drop them, or pass --bad-rows null"
+        )
+
+
 def with_perplexity(scored: DataFrame) -> DataFrame:
     """``id, tokens, loss_sum`` plus ``mean_loss`` and ``perplexity`` (null without tokens)."""
     from pyspark.sql import functions as F
@@ -194,13 +205,7 @@ def score(
         frame = with_perplexity(scored)
         if opts.bad_rows == "fail":
             frame = frame.cache()
-            bad = frame.where("tokens IS NULL").select("id").orderBy("id").limit(SHOWN_BAD_IDS)
-            ids = [int(r[0]) for r in bad.collect()]
-            if ids:
-                raise JobInputError(
-                    f"--input {opts.input}: documents that are null or hold characters outside the run's "
-                    f"vocabulary, ids {', '.join(map(str, ids))}; fix or drop them, or pass --bad-rows null"
-                )
+            refuse_bad_rows(frame, "tokens", opts, "documents")
         frame.write.parquet(str(staging / PREDICTIONS_DIR))
         frame.unpersist()
         report = write_report(spark, staging, opts, lm, None if shards is None else opts.split)

@@ -21,7 +21,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.common.errors import JobInputError
 from spark_jobs.common.output import staged_output
 from spark_jobs.predict.api import SHOWN_BAD_IDS, PredictOptions, PredictSummary
 from spark_jobs.predict.report import PREDICTIONS_DIR, REPORT
@@ -110,7 +109,7 @@ def write_report(
 
 def complete(spark: SparkSession, opts: PredictOptions, lm: LanguageModel) -> PredictSummary:
     """Complete every text of ``opts.input`` (JSONL, Parquet or text files) with the GPT run ``lm``."""
-    from spark_jobs.predict.lm import read_documents
+    from spark_jobs.predict.lm import read_documents, refuse_bad_rows
 
     t0 = time.time()
     torch_threads = int(spark.conf.get("spark.task.cpus", "1") or 1)
@@ -122,13 +121,7 @@ def complete(spark: SparkSession, opts: PredictOptions, lm: LanguageModel) -> Pr
         frame = completions_frame(prompts, lm, opts, torch_threads)
         if opts.bad_rows == "fail":
             frame = frame.cache()
-            bad = frame.where("completion IS NULL").select("id").orderBy("id").limit(SHOWN_BAD_IDS)
-            ids = [str(r[0]) for r in bad.collect()]
-            if ids:
-                raise JobInputError(
-                    f"--input {opts.input}: prompts that are null or hold characters outside the run's "
-                    f"vocabulary, ids {', '.join(ids)}; fix or drop them, or pass --bad-rows null"
-                )
+            refuse_bad_rows(frame, "completion", opts, "prompts")
         frame.write.parquet(str(staging / PREDICTIONS_DIR))
         frame.unpersist()
         report = write_report(spark, staging, opts, lm)
