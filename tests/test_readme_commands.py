@@ -50,6 +50,8 @@ LONG_RUNS = {
     "conf/train/cnn.toml": "--set train.epochs=2",
     "conf/collab/gpt_diloco.toml": "--set train.max_iters=20 --set train.eval_interval=10 --set train.eval_iters=2 "
     "--set train.log_interval=10 --set optim.warmup_iters=2 --set optim.lr_decay_iters=20 --set collab.inner_steps=10",
+    "conf/collab/gpt_fedavg.toml": "--set train.max_iters=20 --set train.eval_interval=10 --set train.eval_iters=2 "
+    "--set train.log_interval=10 --set optim.warmup_iters=2 --set optim.lr_decay_iters=20 --set collab.inner_steps=10",
     "conf/collab/gpt_codistill.toml": "--set train.max_iters=20 --set train.eval_interval=10 --set train.eval_iters=2 "
     "--set train.log_interval=10 --set optim.warmup_iters=2 --set optim.lr_decay_iters=20 --set collab.exchange_every=5",
     "collab --compare": "--seeds 1",
