@@ -152,7 +152,7 @@ def test_train_refuses_a_model_that_cannot_take_the_data(spark, tmp_path, shards
 
 @pytest.mark.parametrize(
     "setting",
-    ["train.strategy=fsdp", "train.bf16=true", "run.resume=true", "run.plots=false", "data.val_split=dev"],
+    ["train.strategy=fsdp", "train.bf16=true", "run.plots=false", "data.val_split=dev"],
 )
 def test_collab_refuses_keys_it_does_not_read(spark, tmp_path, shards, capsys, setting):
     cfg = _config(tmp_path, shards, '[collab]\nmode = "dml"')

@@ -114,8 +114,35 @@ def readme_commands(text: str) -> list[Command]:
     return commands
 
 
+# What the skipped commands would have written (--output DIR, run.dir=DIR): a later command that
+# reads one of them is skipped too, instead of failing for a file that was never made.
+OUTPUT_OF = re.compile(r"(?:--output\s+|run\.dir=)(\S+)")
+_not_made: set[str] = set()
+
+
 def skip_reason(command: Command, workdir: Path) -> str:
     """Why ``command`` is not run here, or empty when it runs."""
+    reason = _skip_reason(command, workdir)
+    if reason:
+        _not_made.update(OUTPUT_OF.findall(command.text))
+        _not_made.add(_config_value(command.text, "run", "dir"))
+        _not_made.discard("")
+    return reason
+
+
+def _config_value(text: str, section: str, key: str) -> str:
+    """``section.key`` of the ``--config FILE`` a command names, unless ``--set`` replaces it: a
+    path the command reads or writes that its line does not show."""
+    import tomllib
+
+    found = re.search(r"--config\s+(\S+\.toml)", text)
+    if not found or f"{section}.{key}=" in text or not (ROOT / found.group(1)).is_file():
+        return ""
+    doc = tomllib.loads((ROOT / found.group(1)).read_text(encoding="utf-8"))
+    return str(doc.get(section, {}).get(key, ""))
+
+
+def _skip_reason(command: Command, workdir: Path) -> str:
     words = shlex.split(command.text, comments=True)
     if words and words[0] == "make":
         return "a make target (setup-level; make demo and make test have their own runs)"
@@ -132,6 +159,10 @@ def skip_reason(command: Command, workdir: Path) -> str:
             rel.startswith(path) and (workdir / rel).exists() for rel in DOWNLOADS
         ):
             return f"reads {path}, downloaded by an earlier line and absent here"
+    reads += " " + _config_value(command.text, "data", "shards")
+    for path in sorted(_not_made):
+        if path in reads and path not in OUTPUT_OF.findall(command.text):
+            return f"reads {path}, which a skipped command would have made"
     return ""
 
 
