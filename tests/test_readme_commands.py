@@ -59,6 +59,8 @@ LONG_RUNS = {
 DOWNLOAD = re.compile(r"\b(curl|wget)\b")
 # A path under data/ (where the README's downloads go); not ../shared/data.
 DATA_PATH = re.compile(r"(?<![\w./])data/[\w./-]*")
+# A Python snippet (``python -c``) in the docs makes example data under data/ from what came before.
+PREPARES_DATA = re.compile(r"\.venv/bin/python -c ")
 REDIRECT_TARGET = re.compile(r">\s*\S+")
 EXPECTED_EXIT = re.compile(r"#.*\bexit (\d+)\b")
 
@@ -151,6 +153,8 @@ def _skip_reason(command: Command, workdir: Path) -> str:
     if "../shared" in command.text and not SHARED_DATA.is_dir():
         return "reads ../shared/data, which is absent"
     reads = REDIRECT_TARGET.sub("", command.text)  # a file the command writes is not one it needs
+    if PREPARES_DATA.match(command.text):
+        reads = re.sub(r"(?<![\w./])data/", "", reads)  # a snippet that writes a file under data/
     for path in DATA_PATH.findall(reads):
         made_earlier = (
             any(p.exists() for p in workdir.glob(path)) if "*" in path else (workdir / path).exists()
