@@ -58,7 +58,7 @@ class PredictOptions:
     overwrite: bool = False
     """Replace an existing output."""
     ship_model: bool = False
-    """Ship the model files with the job (SparkContext.addFile) instead of reading --run on every executor."""
+    """Ship the model files with the job (SparkContext.addArchive) instead of reading --run on every executor."""
     load_log: str | None = None
     """Append each Python worker's pid to this file when it loads the model (to check the loads)."""
     generate: bool = False

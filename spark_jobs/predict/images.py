@@ -158,7 +158,8 @@ def ship_model_files(spark: SparkSession, run_dir: str, root: Path) -> str:
     older checkpoints) to every executor; returns the name ``SparkFiles.get`` finds them under.
 
     They are hard-linked (or copied) into a uniquely named folder under ``root``, a temporary
-    directory that lives as long as the job: executors fetch the folder when their first task starts.
+    directory that lives as long as the job, and zipped beside it: executors fetch the archive when
+    their first task starts.
     """
     import os
     import shutil
@@ -176,8 +177,11 @@ def ship_model_files(spark: SparkSession, run_dir: str, root: Path) -> str:
                 os.link(source, folder / file)
             except OSError:
                 shutil.copy2(source, folder / file)
-    spark.sparkContext.addFile(str(folder), recursive=True)
-    return name
+    # One archive, not the folder: Spark refuses to add a local directory under a cluster master.
+    # Executors fetch it once and unpack it into a directory of the same name (SparkFiles.get).
+    archive = shutil.make_archive(str(folder), "zip", root_dir=folder)
+    spark.sparkContext.addArchive(archive)
+    return Path(archive).name
 
 
 def predictions_frame(

@@ -7,7 +7,7 @@ documents), :func:`make_shard_score_fn` (GPT runs, documents of token shards rea
 in its per-worker ``ModelCache`` (with the default ``spark.python.worker.reuse=true``), so the
 model is read from the run directory once per Python worker, not once per task or batch. The run
 directory is either read at the same path on every executor (shared storage), or shipped with the
-job through ``SparkContext.addFile`` and found with ``SparkFiles.get`` (``shipped_as``; see
+job through ``SparkContext.addArchive`` and found with ``SparkFiles.get`` (``shipped_as``; see
 docs/cluster.md).
 
 Only this module and :mod:`training.inference` (pure torch) are imported in the workers (the
