@@ -4,19 +4,10 @@ The splitting itself is defined in :mod:`contracts.wordsplit`; this module adds 
 Everything here runs in Spark's Python workers (called by the map side of every engine, and by the
 corpus job's readers); the driver only checks tokenizer names against :data:`TOKENIZERS`.
 
-Every tokenizer is defined on a single line of text (no line terminator). Because each of them
-treats ``\\n`` as a separator and never lets a token span it, tokenizing a block of lines joined
-with ``\\n`` gives exactly the tokens of the lines one by one; the Spark engines rely on that to
-tokenize thousands of lines per Python call instead of one.
-
-- ``whitespace``: ``line.split()``: any character Python calls whitespace (including ``\\x1c``-``\\x1f``,
-  ``\\x85``, ``\\xa0``, ``\\u2003``...), no empty tokens, case kept.
-- ``words``: ``re.findall(r"\\w+", line.lower())``.
-- ``cjk``: ``words``, then every run of Han characters inside a word is segmented with rjieba
-  (jieba-rs); other scripts stay as in ``words``; punctuation is dropped because ``\\w`` never matches it.
-
-A U+FEFF (byte-order mark) at the start of a line is removed first: that is where a file's BOM lands,
-so a BOM is never part of a word.
+The definitions (``whitespace``, ``words``, ``cjk``, and the byte-order mark dropped at the start
+of a line) are in :mod:`contracts.wordsplit`. Each treats ``\\n`` as a separator, so tokenizing a
+block of lines joined with ``\\n`` gives exactly the tokens of the lines one by one; the Spark
+engines rely on that to tokenize thousands of lines per Python call instead of one.
 """
 
 from __future__ import annotations
