@@ -382,3 +382,33 @@ def test_rank_killed_mid_epoch_then_resume_matches_undisturbed(
     assert_same_state(model_state(run_dir), model_state(distributed_run), atol=0)
     for key in ("train_loss", "val_accuracy", "test_accuracy"):
         assert resumed[key] == undisturbed[key], key
+
+
+@pytest.mark.distributed
+def test_a_shipped_model_predicts_as_the_shared_one_on_the_cluster(
+    driver: Driver, distributed_run: Path, digit_shards: Path, tmp_path: Path
+) -> None:
+    """--ship-model under a cluster master: the files travel as one archive (a local directory is
+    refused there) and the executors predict exactly what they predict from shared storage."""
+    import pyarrow.parquet as pq
+
+    outputs = {}
+    for name, extra in (("shared", []), ("shipped", ["--ship-model"])):
+        outputs[name] = tmp_path / name
+        argv = [
+            "predict",
+            "--run",
+            str(distributed_run),
+            "--input",
+            str(digit_shards),
+            "--output",
+            str(outputs[name]),
+        ]
+        run_ok(driver, *argv, *extra)
+    shared, shipped = (
+        pq.read_table(out / "predictions").sort_by("id").to_pydict() for out in outputs.values()
+    )
+    assert (
+        shipped["prediction"] == shared["prediction"] and shipped["probabilities"] == shared["probabilities"]
+    )
+    assert len(shared["id"]) > 0
