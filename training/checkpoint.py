@@ -28,6 +28,7 @@ import io
 import os
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,24 @@ def read_latest(run_dir: str | Path) -> dict[str, Any] | None:
     return None
 
 
+def read_on_main_rank(read: Callable[[], Any], ctx: DistContext, errors: tuple[type[Exception], ...]) -> Any:
+    """Collective: what ``read()`` returns on the main rank, on every rank. One of ``errors`` raised
+    there is sent too and raised on every rank alike, so that no rank waits in a collective for the
+    main one. The object travels whole: simple, and fine for the model sizes here
+    (set_state_dict's broadcast_from_rank0 covers DTensor/FSDP only, not DDP)."""
+    holder: list[Any] = [None]
+    if ctx.is_main:
+        try:
+            holder = [read()]
+        except errors as exc:
+            holder = [exc]
+    if ctx.world_size > 1:
+        dist.broadcast_object_list(holder, src=0)
+    if isinstance(holder[0], errors):
+        raise holder[0]
+    return holder[0]
+
+
 def load_checkpoint(
     run_dir: str | Path,
     model: nn.Module,
@@ -197,19 +216,7 @@ def load_checkpoint(
     rank's own ``rank_state``), or None on every rank when the main rank finds no checkpoint (a
     fresh start).
     """
-    holder: list[Any] = [None]
-    if ctx.is_main:
-        try:
-            holder = [read_latest(run_dir)]
-        except NoIntactCheckpoint as exc:
-            holder = [exc]  # sent to every rank, so that none waits in a collective for the main one
-    if ctx.world_size > 1:
-        # The whole state travels as one object: simple, and fine for the model sizes here.
-        # (set_state_dict's broadcast_from_rank0 covers DTensor/FSDP only, not DDP.)
-        dist.broadcast_object_list(holder, src=0)
-    meta = holder[0]
-    if isinstance(meta, NoIntactCheckpoint):
-        raise meta
+    meta = read_on_main_rank(lambda: read_latest(run_dir), ctx, (NoIntactCheckpoint,))
     if meta is None:
         return None
     opts = StateDictOptions(full_state_dict=True)

@@ -16,16 +16,17 @@ clients sat a round out (FedAvg with ``collab.fraction < 1``), so file names nev
 from __future__ import annotations
 
 import io
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from training.checkpoint import (
     CheckpointWriteError,
     NoIntactCheckpoint,
     read_latest,
+    read_on_main_rank,
     rng_state,
     set_rng_state,
     write_step_checkpoint,
@@ -127,17 +128,9 @@ def load_round_checkpoint(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any] 
     (``rank``: this rank's own entry, its RNG states already restored), or None on every rank when
     there is none (a fresh start). A problem found by the main rank is raised on every rank alike,
     so that no rank waits for the others in a collective."""
-    holder: list[Any] = [None]
-    if ctx.is_main:
-        try:
-            holder = [_read_for_resume(cfg, ctx.world_size)]
-        except (NoIntactCheckpoint, ValueError) as exc:
-            holder = [exc]
-    if ctx.world_size > 1:
-        dist.broadcast_object_list(holder, src=0)
-    document = holder[0]
-    if isinstance(document, Exception):
-        raise document
+    document = read_on_main_rank(
+        partial(_read_for_resume, cfg, ctx.world_size), ctx, (NoIntactCheckpoint, ValueError)
+    )
     if document is None:
         return None
     mine = document["ranks"][ctx.global_rank]

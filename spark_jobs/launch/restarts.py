@@ -63,10 +63,8 @@ def keep_resume_point(staging: str | Path, run_dir: str | Path, *, resuming: boo
     source = RunDir.at(staging)
     kept = RunDir.at(target)
     target.mkdir(parents=True, exist_ok=True)
-    partial = target / f".{source.checkpoints.name}.incoming"
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(source.checkpoints, partial)
+    # The staging directory is a sibling of run_dir and is removed next: move, do not copy.
     if kept.checkpoints.exists():
         shutil.rmtree(kept.checkpoints)
-    partial.rename(kept.checkpoints)
+    source.checkpoints.rename(kept.checkpoints)
     return step
