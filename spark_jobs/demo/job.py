@@ -46,7 +46,7 @@ def _shown(path: Path) -> Path:
         return path
 
 
-SEED_CONFIG = _shown(PROJECT_ROOT / "conf" / "train" / "mlp784.toml")
+MLP784_CONFIG = _shown(PROJECT_ROOT / "conf" / "train" / "mlp784.toml")
 GPT_CONFIG = _shown(PROJECT_ROOT / "conf" / "train" / "gpt_char.toml")
 TOP_WORDS = 10
 GPT_PROMPT = "The "
@@ -169,7 +169,7 @@ def train_step(out: Path, result: DemoResult, epochs: int) -> Step:
     run = RunDir.at(out / "train" / "mlp784")
     argv = [
         "--config",
-        str(SEED_CONFIG),
+        str(MLP784_CONFIG),
         "--set",
         f"data.shards={out / 'shards' / 'mnist5k'}",
         "--set",
