@@ -56,3 +56,23 @@ def save_figure_atomic(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Pat
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+# Whole directories are staged the same way: written under a hidden sibling, renamed when complete.
+_STAGING_MARK = ".staging-"
+
+
+def staging_sibling(target: str | os.PathLike) -> Path:
+    """A fresh hidden sibling of ``target`` to write a directory into before renaming it to ``target``."""
+    path = Path(target)
+    return path.with_name(f".{path.name}{_STAGING_MARK}{uuid.uuid4().hex[:8]}")
+
+
+def final_path(path: str | os.PathLike) -> Path:
+    """The directory that ``path`` becomes when it is a staging sibling (:func:`staging_sibling`);
+    ``path`` itself otherwise. Ranks run on a staged ``run.dir`` and name the run by this."""
+    given = Path(path)
+    name, mark, tag = given.name.rpartition(_STAGING_MARK)
+    if not mark or not name.startswith(".") or len(tag) != 8:
+        return given
+    return given.with_name(name[1:])

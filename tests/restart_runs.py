@@ -84,13 +84,21 @@ def rank_pids(launch_dir: Path) -> list[int]:
     return [int(p.read_text().split()[0]) for p in launch_dir.glob("rank-*.pid")]
 
 
-def wait_for_file(path: Path, timeout: float, proc=None) -> bool:  # type: ignore[no-untyped-def]
+def staging_of(run: Path) -> Path | None:
+    """The staging directory a running job writes ``run`` into (renamed to ``run`` when it finishes)."""
+    found = sorted(run.parent.glob(f".{run.name}.staging-*"))
+    return found[0] if found else None
+
+
+def wait_for_staged_file(run: Path, relative: str, timeout: float, proc=None) -> Path | None:  # type: ignore[no-untyped-def]
+    """Wait until the running job has written ``relative`` in its staged ``run``; that file, or None."""
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
-            return True
+        staging = staging_of(run)
+        if staging is not None and (staging / relative).exists():
+            return staging / relative
         if proc is not None and proc.poll() is not None:
             return False
         time.sleep(0.2)

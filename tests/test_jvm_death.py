@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, spark_args
+from restart_runs import wait_for_staged_file
 from train_shards import blob_shards
 
 
@@ -124,11 +125,11 @@ def test_jvm_killed_while_ranks_train_still_reports_the_run(tmp_path: Path) -> N
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    metrics = run_dir / "metrics.jsonl"
-    wait_until(
-        lambda: metrics.exists() and metrics.read_text().count("\n") >= 1, proc, what="the first epoch"
-    )
-    assert not (run_dir / "result.json").exists()  # the ranks are still training
+    # The ranks write into the staged run directory until the run finishes.
+    metrics = wait_for_staged_file(run_dir, "metrics.jsonl", 300, proc)
+    assert metrics is not None
+    wait_until(lambda: metrics.read_text().count("\n") >= 1, proc, what="the first epoch")
+    assert not run_dir.exists()  # the ranks are still training
     jvm = java_child(proc.pid)
     assert jvm is not None
     os.kill(jvm, signal.SIGKILL)

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 from conftest import spark_args
-from restart_runs import alive, assert_same_run, descendants, environment, rank_pids, sets, wait_for_file
+from restart_runs import (
+    alive,
+    assert_same_run,
+    descendants,
+    environment,
+    rank_pids,
+    sets,
+    staging_of,
+    wait_for_staged_file,
+)
 from train_shards import blob_shards
 
 from contracts.rundir import RunDir
@@ -48,9 +57,11 @@ def start_held_run(shards: Path, run: Path) -> subprocess.Popen[str]:
 def stop_and_check(proc: subprocess.Popen[str], run: Path, send: object, code: int, line: str) -> None:
     """Wait for the held run, signal it with ``send()``, check the exit, the message, the leftovers."""
     try:
-        assert wait_for_file(RunDir.at(run).checkpoint_record(RunDir.at(run).step_checkpoint(20)), 300, proc)
+        record = RunDir.checkpoint_record(RunDir.at(".").step_checkpoint(20))
+        written = wait_for_staged_file(run, str(record), 300, proc)
+        assert written is not None
         below = descendants(proc.pid)
-        ranks = rank_pids(run / "launch")
+        ranks = rank_pids(RunDir.at(written.parent.parent).launch)
         assert len(ranks) == 2 and set(ranks) <= below
         send()  # type: ignore[operator]
         _, err = proc.communicate(timeout=60)
@@ -62,6 +73,9 @@ def stop_and_check(proc: subprocess.Popen[str], run: Path, send: object, code: i
     assert err.strip().splitlines()[-1] == line, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert [p for p in below if alive(p)] == []
+    # No staging directory is left; run.dir holds the resume point only, no result of a finished run.
+    assert staging_of(run) is None
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "checkpoints", "metrics.jsonl"]
 
 
 def test_sigterm_stops_every_rank_and_the_run_resumes_exactly(  # type: ignore[no-untyped-def]

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contracts.atomic import final_path
+
 if TYPE_CHECKING:
     from training.config import ModelConfig
     from training.data import ShardData
@@ -102,12 +104,13 @@ def start_run(cfg: Any, *, is_main: bool = True, kind: str = "train") -> bool:
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
-    run_dir = Path(cfg.run.dir)
+    run_dir = final_path(cfg.run.dir)  # the ranks may write into a staged run.dir
     mlflow.start_run(
         run_name=run_dir.name, tags={"spark_collab.kind": kind, "spark_collab.run_dir": str(run_dir)}
     )
     _active = mlflow
     params = {key: str(value) for key, value in flatten(cfg.to_dict()).items()}
+    params["run.dir"] = str(run_dir)
     mlflow.log_params(params)
     return True
 

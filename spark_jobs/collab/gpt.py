@@ -4,7 +4,7 @@ Reached from :mod:`spark_jobs.collab` when the config's ``model.name`` is ``"gpt
 point: read and check the config and the token shards, start Spark, launch
 ``training.lm_collab:main`` on ``launch.num_processes`` ranks (one replica per rank), report.
 The ranks write metrics.jsonl, checkpoints (at every evaluation, every mode), curves.png and
-result.json into ``run.dir``, as ``spark-collab train`` does; ``run.resume`` and
+result.json into the staged ``run.dir`` (spark_jobs/launch/staged_run.py), as ``spark-collab train`` does; ``run.resume`` and
 ``launch.max_restarts`` continue from the newest checkpoint.
 
 Examples::
@@ -18,19 +18,16 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contracts.rundir import RESULT, RunDir
+from contracts.rundir import RunDir
 from spark_jobs.common.cli import check_run_dir_overlap, with_absolute_paths
 from spark_jobs.common.errors import EXIT_FAILURE, JobInputError, storage_error
-from spark_jobs.common.locks import output_lock
-from spark_jobs.common.output import check_writable
 from spark_jobs.common.session import job_session_in_background
 from spark_jobs.common.wording import plural
+from spark_jobs.launch.staged_run import LaunchFailed, check_run_dir, in_staging, staged_run_dir
 
 if TYPE_CHECKING:
     from training.lm_config import GPTConfig
@@ -92,24 +89,6 @@ def _check_inputs(cfg: GPTConfig) -> GPTConfig:
     return cfg
 
 
-def _prepare_run_dir(cfg: GPTConfig, overwrite: bool) -> None:
-    """Refuse an earlier run in run.dir unless --overwrite (which removes it) or run.resume."""
-    run = RunDir.at(cfg.run.dir)
-    if run.root.exists() and not run.root.is_dir():
-        raise JobInputError(f"run.dir {run.root} exists and is not a directory")
-    earlier = run.earlier_run()
-    if not earlier or cfg.run.resume:
-        return
-    if not overwrite:
-        raise JobInputError(
-            f"run.dir {run.root} holds an earlier run ({', '.join(earlier)}); pass --overwrite, "
-            "--set run.resume=true, or another --set run.dir=..."
-        )
-    for name in earlier:
-        target = run.root / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-
-
 def run_gpt_collab(args: argparse.Namespace) -> int:
     """The ``collab`` command for a GPT config (``args`` as parsed by spark_jobs.collab)."""
     from training.config import describe
@@ -125,32 +104,36 @@ def run_gpt_collab(args: argparse.Namespace) -> int:
     check_run_dir_overlap(cfg, args)  # type: ignore[arg-type]
     c = cfg.collab
     assert c is not None
-    run_dir = Path(cfg.run.dir)
-    with output_lock(run_dir, flag="run.dir"):
-        check_writable(run_dir / RESULT if run_dir.is_dir() else run_dir, flag="run.dir")
-        _prepare_run_dir(cfg, args.overwrite)
-        with job_session_in_background("spark-collab collab", args) as wait_for_spark:
-            spark = wait_for_spark()
-            spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab gpt {c.mode}")
-            try:
-                result = launch(
-                    "training.lm_collab:main",  # imported by the ranks only
-                    cfg,
-                    num_processes=cfg.launch.num_processes,
-                    local_mode=cfg.launch.local_mode,
-                    use_gpu=cfg.launch.use_gpu,
-                    timeout_s=cfg.launch.timeout_s,
-                    launch_dir=RunDir.at(run_dir).launch,
-                    stall_timeout_s=cfg.launch.stall_timeout_s,
-                    max_restarts=cfg.launch.max_restarts,
-                    prepare_restart=resume_from_checkpoint,  # type: ignore[arg-type]
-                )
-            except LaunchError as exc:
-                storage = storage_error(exc, f"run.dir {cfg.run.dir}", under=cfg.run.dir)
-                if storage is not None:
-                    raise storage from exc
-                print(f"error: {exc}", file=sys.stderr)
-                return EXIT_FAILURE
+    check_run_dir(cfg.run.dir, overwrite=args.overwrite, resume=cfg.run.resume)
+    inputs = [cfg.data.shards, args.config or "", args.spark_defaults]
+    with job_session_in_background("spark-collab collab", args) as wait_for_spark:
+        try:
+            with staged_run_dir(
+                cfg.run.dir, overwrite=args.overwrite, resume=cfg.run.resume, inputs=inputs
+            ) as staging:
+                spark = wait_for_spark()
+                spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab gpt {c.mode}")
+                try:
+                    result = launch(
+                        "training.lm_collab:main",  # imported by the ranks only
+                        in_staging(cfg, staging),
+                        num_processes=cfg.launch.num_processes,
+                        local_mode=cfg.launch.local_mode,
+                        use_gpu=cfg.launch.use_gpu,
+                        timeout_s=cfg.launch.timeout_s,
+                        launch_dir=RunDir.at(staging).launch,
+                        stall_timeout_s=cfg.launch.stall_timeout_s,
+                        max_restarts=cfg.launch.max_restarts,
+                        prepare_restart=resume_from_checkpoint,  # type: ignore[arg-type]
+                    )
+                except LaunchError as exc:
+                    storage = storage_error(exc, f"run.dir {cfg.run.dir}", under=str(staging.parent))
+                    if storage is not None:
+                        raise storage from exc
+                    print(f"error: {exc}", file=sys.stderr)
+                    raise LaunchFailed() from None
+        except LaunchFailed:
+            return EXIT_FAILURE
     val = result.get("val_loss")
     print(
         f"done: gpt {c.mode} x{result['world_size']} val_loss={'n/a' if val is None else f'{val:.4f}'} "

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contracts.rundir import RunDir
 from spark_jobs.common.cli import (
     HelpFormatter,
     add_config_arguments,
@@ -39,6 +40,7 @@ from spark_jobs.common.output import staged_output
 from spark_jobs.common.preflight import check_model_fits, check_test_matches_train
 from spark_jobs.common.session import add_spark_arguments, job_session, job_session_in_background
 from spark_jobs.common.wording import plural
+from spark_jobs.launch.staged_run import LaunchFailed, in_staging, staged_run_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -155,7 +157,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                 "(collab.same_init = false), and averaging the parameters of independently initialised networks "
                 "collapses accuracy (their hidden units are permuted); use fusion = 'ensemble' or set collab.same_init = true"
             )
-    check_model_fits(cfg, manifest, c.peers)
+    check_model_fits(cfg, manifest, c.peers, check_checkpoint=False)
     return cfg
 
 
@@ -187,20 +189,6 @@ def _launch(
     )
 
 
-def _rank_config(cfg: TrainConfig, staging: Path) -> TrainConfig:
-    """The config the ranks run: their checkpoints go into the staged run directory, so that a
-    restart within this command resumes from them and a finished run moves them into ``run.dir``.
-    With ``run.resume``, the checkpoints of an earlier run in ``run.dir`` are copied there first."""
-    import shutil
-
-    from contracts.rundir import RunDir
-
-    earlier = RunDir.at(cfg.run.dir).checkpoints
-    if cfg.run.resume and earlier.is_dir():
-        shutil.copytree(earlier, RunDir.at(staging).checkpoints)
-    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(staging)))
-
-
 def _run_one(args: argparse.Namespace) -> int:
     from spark_jobs.launch import LaunchError
     from spark_jobs.launch.restarts import resume_from_checkpoint
@@ -223,31 +211,25 @@ def _run_one(args: argparse.Namespace) -> int:
         check_run_dir_overlap(cfg, args)
         cfg = check_config(cfg)
         inputs = [cfg.data.shards, cfg.data.test, args.config or "", args.spark_defaults]
-        # Resuming continues the run in run.dir, so it may replace it.
-        replace = args.overwrite or cfg.run.resume
-        with staged_output(cfg.run.dir, replace, flag="run.dir", inputs=inputs) as staging:
-            staging.mkdir(parents=True)
+        with staged_run_dir(
+            cfg.run.dir, overwrite=args.overwrite, resume=cfg.run.resume, inputs=inputs
+        ) as staging:
             spark = wait_for_spark()
             spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab {cfg.collab.mode}")
             restarts: list = []
             try:
-                rank_cfg = _rank_config(cfg, staging)
                 result = _launch(
                     "training.collab:main",
-                    rank_cfg,
+                    in_staging(cfg, staging),
                     cfg,
-                    staging / "launch",
+                    RunDir.at(staging).launch,
                     restarts,
                     resume_from_checkpoint,
                 )
             except LaunchError as exc:
                 _raise_storage_error(exc, f"run.dir {cfg.run.dir}", staging)
                 print(f"error: {exc}", file=sys.stderr)
-                _keep_checkpoints(cfg, staging)
-                raise _Failed() from None
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the ranks are stopped; keep what they saved
-                _keep_checkpoints(cfg, staging)
-                raise
+                raise LaunchFailed() from None
             extra = {
                 "config": cfg.to_dict(),
                 "timings": {"wall_s": time.time() - t0, "train_s": result["train_s"]},
@@ -265,27 +247,11 @@ def _run_one(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keep_checkpoints(cfg: TrainConfig, staging: Path) -> None:
-    """The run failed or was stopped: its checkpoints go to run.dir, to continue with run.resume."""
-    from spark_jobs.launch.restarts import keep_resume_point
-
-    step = keep_resume_point(staging, cfg.run.dir, resuming=cfg.run.resume)
-    if step is not None:
-        print(
-            f"checkpoints up to step {step} kept in {cfg.run.dir}; continue with --set run.resume=true",
-            file=sys.stderr,
-        )
-
-
 def _raise_storage_error(exc: Exception, what: str, staging: Path) -> None:
     """A rank that failed for a full disk or an unwritable output: one line instead of its traceback."""
     storage = storage_error(exc, what, under=str(staging.parent)) or full_disk_error(staging.parent, what)
     if storage is not None:
         raise storage from exc
-
-
-class _Failed(Exception):
-    """A rank failed; the message is already printed. Unwinds staged_output so nothing is left behind."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,7 +351,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                 except LaunchError as exc:
                     _raise_storage_error(exc, f"--output {args.output}", staging)
                     print(f"error: {exc}", file=sys.stderr)
-                    raise _Failed() from None
+                    raise LaunchFailed() from None
                 timings[f"{label}_s"] = time.time() - t
                 it = iter(results)
                 for arm, arm_cfgs in group.items():
@@ -422,7 +388,7 @@ def _run(argv: Sequence[str] | None) -> int:
         return run_gpt_collab(args)
     try:
         return _run_compare(args) if args.compare else _run_one(args)
-    except _Failed:
+    except LaunchFailed:
         return EXIT_FAILURE
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from contracts.atomic import staging_sibling
 from spark_jobs.common.errors import JobFailure, JobInputError, storage_error
 from spark_jobs.common.locks import output_lock
 
@@ -162,7 +163,7 @@ def staged_output(
     with output_lock(target, flag):
         check_no_overlap(target, inputs, flag)
         check_output(target, overwrite, flag)
-        staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
+        staging = staging_sibling(target)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             yield staging

@@ -49,9 +49,16 @@ def check_test_matches_train(cfg: TrainConfig, train: Mapping[str, Any], test: M
         )
 
 
-def check_model_fits(cfg: TrainConfig, manifest: Mapping[str, Any], models: Sequence[str] = ()) -> None:
+def check_model_fits(
+    cfg: TrainConfig,
+    manifest: Mapping[str, Any],
+    models: Sequence[str] = (),
+    *,
+    check_checkpoint: bool = True,
+) -> None:
     """The model (and any ``models`` named besides it) can be built for the data's shape; and with
-    ``run.resume``, the checkpoint in ``run.dir`` holds that same model. Imports torch."""
+    ``run.resume`` and ``check_checkpoint``, the checkpoint in ``run.dir`` holds that same model.
+    (A collab checkpoint holds every peer; its ranks check it against the run.) Imports torch."""
     from training.compat import checkpoint_mismatch, model_state_shapes
 
     recorded = data_shape(manifest)
@@ -63,7 +70,7 @@ def check_model_fits(cfg: TrainConfig, manifest: Mapping[str, Any], models: Sequ
             model_state_shapes(dataclasses.replace(cfg.model, name=name), shape, classes)
         except ValueError as exc:
             raise JobInputError(f"model.name={name!r} does not fit {cfg.data.shards}: {exc}") from None
-    if cfg.run.resume:
+    if cfg.run.resume and check_checkpoint:
         why = checkpoint_mismatch(cfg.run.dir, cfg.model, shape, classes)
         if why is not None:
             raise JobInputError(

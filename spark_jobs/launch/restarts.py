@@ -44,27 +44,3 @@ def record_restarts(run_dir: str | Path, records: Sequence[RestartRecord]) -> No
     doc = json.loads(result_path.read_text(encoding="utf-8"))
     doc["restarts"] = restart_entries(records)
     write_json_atomic(result_path, doc)
-
-
-def keep_resume_point(staging: str | Path, run_dir: str | Path, *, resuming: bool) -> int | None:
-    """After a failed or interrupted run: move the intact checkpoints the ranks wrote into the
-    staging directory over to ``run_dir``, so that ``run.resume = true`` continues from them.
-
-    Only when ``run_dir`` holds nothing of another run: it is absent, or it is this run's own
-    (``resuming``). An earlier, finished run there (replaced under ``--overwrite``) is left as it
-    was. Returns the step the checkpoints reach, or None when nothing was kept.
-    """
-    import shutil
-
-    step = latest_intact_step(staging)
-    target = Path(run_dir)
-    if step is None or (target.exists() and not resuming):
-        return None
-    source = RunDir.at(staging)
-    kept = RunDir.at(target)
-    target.mkdir(parents=True, exist_ok=True)
-    # The staging directory is a sibling of run_dir and is removed next: move, do not copy.
-    if kept.checkpoints.exists():
-        shutil.rmtree(kept.checkpoints)
-    source.checkpoints.rename(kept.checkpoints)
-    return step

@@ -34,13 +34,12 @@ from spark_jobs.common.output import check_writable
 from spark_jobs.common.preflight import check_model_fits, check_test_matches_train
 from spark_jobs.common.session import add_spark_arguments, job_session_in_background
 from spark_jobs.common.wording import plural
+from spark_jobs.launch.staged_run import check_run_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from training.config import TrainConfig
-
-# What a run directory may hold; --overwrite removes exactly these (never anything else).
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         parser,
         config_help="training config (TOML), e.g. conf/train/mlp784.toml",
         set_example="--set train.epochs=3 --set launch.num_processes=2",
-        overwrite_help="replace the results of an earlier run in run.dir (without it, an existing run is refused "
-        "unless run.resume=true)",
+        overwrite_help="replace an earlier run in run.dir once the new one has finished (without it, an earlier "
+        "run is refused unless run.resume=true)",
     )
     add_spark_arguments(parser)
     return parser
@@ -85,16 +84,15 @@ def _is_gpt(cfg: TrainConfig) -> bool:
     return cfg.model.name == "gpt"
 
 
-def _check_inputs(cfg: TrainConfig, overwrite: bool) -> tuple[TrainConfig, list[str]]:
+def _check_inputs(cfg: TrainConfig, overwrite: bool) -> TrainConfig:
     """The files on disk, checked before Spark starts or torch is imported, so that a wrong path is
-    reported at once. Returns cfg with absolute paths, and what an earlier run left in run.dir (to
-    be removed with --overwrite once the whole config is valid)."""
+    reported at once. Returns cfg with absolute paths."""
     from contracts.manifest import Manifest
 
     # Ranks may run with another working directory (distributed mode): pass absolute paths.
     cfg = with_absolute_paths(cfg)
     if not cfg.data.shards:
-        return cfg, []  # _validate names the key and what to set
+        return cfg  # _validate names the key and what to set
     try:
         manifest = Manifest.read(cfg.data.shards, kind="tokens" if _is_gpt(cfg) else "images")
         if getattr(cfg.data, "test", ""):
@@ -115,18 +113,8 @@ def _check_inputs(cfg: TrainConfig, overwrite: bool) -> tuple[TrainConfig, list[
             f"launch.num_processes={cfg.launch.num_processes}; re-shard with --shards "
             f"{cfg.launch.num_processes} or --set launch.num_processes={n}"
         )
-    run_dir = Path(cfg.run.dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise JobInputError(f"run.dir {run_dir} exists and is not a directory")
-    earlier = RunDir.at(run_dir).earlier_run()
-    if not earlier or cfg.run.resume:
-        return cfg, []
-    if not overwrite:
-        raise JobInputError(
-            f"run.dir {run_dir} holds an earlier run ({', '.join(earlier)}); pass --overwrite, "
-            "--set run.resume=true, or another --set run.dir=..."
-        )
-    return cfg, earlier
+    check_run_dir(cfg.run.dir, overwrite=overwrite, resume=cfg.run.resume)
+    return cfg
 
 
 def _check_model(cfg: TrainConfig) -> None:
@@ -141,14 +129,6 @@ def _check_model(cfg: TrainConfig) -> None:
     if _is_gpt(cfg):
         return  # the vocabulary size is read from the token shards' manifest
     check_model_fits(cfg, Manifest.read(cfg.data.shards, kind="images"))
-
-
-def _remove_earlier_run(run_dir: Path, names: list[str]) -> None:
-    import shutil
-
-    for name in names:
-        target = run_dir / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
 
 
 def _with_offered_processes(cfg: TrainConfig, spark: SparkSession) -> TrainConfig:
@@ -175,15 +155,15 @@ def _run(argv: Sequence[str] | None) -> int:
         return 0
     from spark_jobs.launch import LaunchError, RestartRecord, launch
     from spark_jobs.launch.restarts import record_restarts, resume_from_checkpoint
+    from spark_jobs.launch.staged_run import LaunchFailed, in_staging, staged_run_dir
 
-    cfg, earlier = _check_inputs(_load(args, check=False), args.overwrite)
+    cfg = _check_inputs(_load(args, check=False), args.overwrite)
     # The JVM starts while the rest of the config is checked (which imports torch).
     with job_session_in_background("spark-collab train", args) as wait_for_spark:
         if cfg.launch.num_processes == "auto":  # needs Spark: what it offers decides
-            cfg, _ = _check_inputs(_with_offered_processes(cfg, wait_for_spark()), args.overwrite)
+            cfg = _check_inputs(_with_offered_processes(cfg, wait_for_spark()), args.overwrite)
         cfg = _validate(cfg)
         _check_model(cfg)
-        _remove_earlier_run(Path(cfg.run.dir), earlier)
         spark = wait_for_spark()
         spark.sparkContext.setLocalProperty("callSite.short", "spark-collab train")
         if cfg.launch.use_gpu:
@@ -191,31 +171,42 @@ def _run(argv: Sequence[str] | None) -> int:
 
             check_gpus_offered(spark, cfg.launch.local_mode)
         restarts: list[RestartRecord] = []
+        inputs = [cfg.data.shards, getattr(cfg.data, "test", ""), args.config or "", args.spark_defaults]
         try:
-            result = launch(
-                # Imported by the ranks only.
-                "training.lm_loop:train" if _is_gpt(cfg) else "training.loop:train",
-                cfg,
-                num_processes=cfg.launch.num_processes,
-                local_mode=cfg.launch.local_mode,
-                use_gpu=cfg.launch.use_gpu,
-                timeout_s=cfg.launch.timeout_s,
-                launch_dir=Path(cfg.run.dir) / "launch",
-                stall_timeout_s=cfg.launch.stall_timeout_s,
-                max_restarts=cfg.launch.max_restarts,
-                prepare_restart=resume_from_checkpoint,
-                restarts=restarts,
-            )
-        except LaunchError as exc:
-            what = f"run.dir {cfg.run.dir}"
-            storage = storage_error(exc, what, under=cfg.run.dir) or full_disk_error(cfg.run.dir, what)
-            if storage is not None:  # a full disk or unwritable run.dir: one line, not rank tracebacks
-                raise storage from exc
-            print(f"error: {exc}", file=sys.stderr)
+            with staged_run_dir(
+                cfg.run.dir, overwrite=args.overwrite, resume=cfg.run.resume, inputs=inputs
+            ) as staging:
+                try:
+                    result = launch(
+                        # Imported by the ranks only.
+                        "training.lm_loop:train" if _is_gpt(cfg) else "training.loop:train",
+                        in_staging(cfg, staging),
+                        num_processes=cfg.launch.num_processes,
+                        local_mode=cfg.launch.local_mode,
+                        use_gpu=cfg.launch.use_gpu,
+                        timeout_s=cfg.launch.timeout_s,
+                        launch_dir=RunDir.at(staging).launch,
+                        stall_timeout_s=cfg.launch.stall_timeout_s,
+                        max_restarts=cfg.launch.max_restarts,
+                        prepare_restart=resume_from_checkpoint,
+                        restarts=restarts,
+                    )
+                except LaunchError as exc:
+                    what = f"run.dir {cfg.run.dir}"
+                    storage = storage_error(exc, what, under=str(staging.parent)) or full_disk_error(
+                        staging.parent, what
+                    )
+                    if (
+                        storage is not None
+                    ):  # a full disk or unwritable run.dir: one line, not rank tracebacks
+                        raise storage from exc
+                    print(f"error: {exc}", file=sys.stderr)
+                    raise LaunchFailed() from None
+                if restarts:
+                    record_restarts(staging, restarts)
+                    result["restarts"] = restarts
+        except LaunchFailed:
             return EXIT_FAILURE
-        if restarts:
-            record_restarts(cfg.run.dir, restarts)
-            result["restarts"] = restarts
     first = result["timings"].get("first_step_unix")
     if _is_gpt(cfg):
         print(
