@@ -312,23 +312,42 @@ def load_language_model(run_dir: str | Path, tokenizer: Any | None = None) -> La
     )
 
 
+# A document's windows go through the model together, at most this many tokens per forward pass:
+# batched windows keep the matrix products large, and the cap bounds memory for long documents.
+SCORE_TOKENS_PER_PASS = 8192
+
+
 @torch.no_grad()
 def document_loss(model: Any, ids: list[int], eot_id: int) -> tuple[int, float]:
     """``(tokens, summed cross-entropy in nats)`` of one document's token ids.
 
     Every token is predicted from the ones before it, the first from the end-of-document id (the
     shards put one before each document, and generation starts from it). The document is cut into
-    consecutive windows of ``block_size`` predictions; each window sees only its own tokens.
-    The sum is accumulated in float64 from float32 losses.
+    consecutive windows of ``block_size`` predictions; each window sees only its own tokens. The
+    windows are scored in batches (the last one padded at its end, which the causal mask hides from
+    the real positions); the sum is accumulated in float64 from float32 losses. Batching depends on
+    the document alone, so a document scores the same wherever it is scored.
     """
     import torch.nn.functional as F
 
-    sequence = torch.tensor([eot_id, *ids], dtype=torch.long)
+    n = len(ids)
+    if n == 0:
+        return 0, 0.0
     block = int(model.shape.block_size)
+    windows = -(-n // block)
+    width = block if windows > 1 else n
+    sequence = torch.full((windows * width + 1,), eot_id, dtype=torch.long)
+    sequence[: n + 1] = torch.tensor([eot_id, *ids], dtype=torch.long)
+    inputs = sequence[:-1].view(windows, width)
+    targets = sequence[1:].clone()
+    targets[n:] = -100  # padding: no prediction
+    targets = targets.view(windows, width)
+    per_pass = max(1, SCORE_TOKENS_PER_PASS // width)
     total = 0.0
-    for start in range(0, len(ids), block):
-        end = min(start + block, len(ids))
-        logits, _ = model(sequence[start:end].unsqueeze(0))
-        losses = F.cross_entropy(logits[0].float(), sequence[start + 1 : end + 1], reduction="none")
+    for first in range(0, windows, per_pass):
+        logits, _ = model(inputs[first : first + per_pass])
+        losses = F.cross_entropy(
+            logits.float().flatten(0, 1), targets[first : first + per_pass].flatten(), reduction="none"
+        )
         total += float(losses.double().sum())
-    return len(ids), total
+    return n, total

@@ -222,60 +222,70 @@ def predictions_frame(
     keep = [F.col(cols.id).cast("long").alias("id")]
     if cols.label is not None:
         keep.append(F.col(cols.label).cast("int").alias("label"))
+    # One pass over the input: a malformed row gives the UDF zeros (it needs a full vector) and its
+    # outputs are then nulled, instead of a second scan that would decode every vector again.
     ok = well_formed(F.col(cols.features), classifier.feature_dim)
-    good = df.where(ok).select(
-        *keep, udf(F.col(cols.id).cast("long"), F.col(cols.features).cast("array<float>")).alias("out")
+    zeros = F.array_repeat(F.lit(0.0).cast("float"), classifier.feature_dim)
+    features = F.when(ok, F.col(cols.features).cast("array<float>")).otherwise(zeros)
+    scored = df.select(*keep, ok.alias("_ok"), udf(F.col(cols.id).cast("long"), features).alias("out"))
+    names = [c for c in scored.columns if c not in ("_ok", "out")]
+    return scored.select(
+        *names,
+        F.when(F.col("_ok"), F.col("out.prediction")).alias("prediction"),
+        F.when(F.col("_ok"), F.col("out.probabilities")).alias("probabilities"),
     )
-    good = good.select(*[c for c in good.columns if c != "out"], "out.prediction", "out.probabilities")
-    bad = df.where(~ok | ok.isNull()).select(
-        *keep,
-        F.lit(None).cast("int").alias("prediction"),
-        F.lit(None).cast("array<float>").alias("probabilities"),
-    )
-    return good.unionByName(bad)
 
 
-def first_bad_ids(df: DataFrame, cols: InputColumns, feature_dim: int) -> list[int]:
-    """The smallest ids of malformed rows, at most :data:`SHOWN_BAD_IDS` of them."""
+@dataclass(frozen=True)
+class Tally:
+    """What the report needs from the written predictions, read back in one small aggregate."""
+
+    rows: int
+    bad_rows: int
+    bad_row_ids: list[int]
+    pairs: dict[tuple[int, int], int]  # (label, prediction) -> rows, well-formed labelled rows only
+
+
+def tally(spark: SparkSession, predictions: Path, has_label: bool) -> Tally:
+    """Count rows, malformed rows and (label, prediction) pairs of the written predictions; the
+    smallest malformed ids are looked up only when there are any."""
     from pyspark.sql import functions as F
 
-    ok = well_formed(F.col(cols.features), feature_dim)
-    bad = df.where(~ok | ok.isNull()).select(F.col(cols.id).cast("long").alias("id"))
-    rows = bad.orderBy("id").limit(SHOWN_BAD_IDS).collect()
-    return [int(r[0]) for r in rows]
+    written = spark.read.parquet(str(predictions))
+    groups = written.groupBy(*(["label"] if has_label else []), "prediction").count().collect()
+    rows = sum(int(g["count"]) for g in groups)
+    bad_rows = sum(int(g["count"]) for g in groups if g["prediction"] is None)
+    pairs = {
+        (int(g["label"]), int(g["prediction"])): int(g["count"])
+        for g in groups
+        if has_label and g["label"] is not None and g["prediction"] is not None
+    }
+    ids: list[int] = []
+    if bad_rows:
+        bad = written.where(F.col("prediction").isNull()).select("id").orderBy("id").limit(SHOWN_BAD_IDS)
+        ids = [int(r[0]) for r in bad.collect()]
+    return Tally(rows=rows, bad_rows=bad_rows, bad_row_ids=ids, pairs=pairs)
 
 
 def write_report(
-    spark: SparkSession, staging: Path, opts: PredictOptions, classifier: Classifier, has_label: bool
+    staging: Path, opts: PredictOptions, classifier: Classifier, counts: Tally, has_label: bool
 ) -> dict[str, Any]:
-    """report.json and confusion.png from the written predictions (read back: a small aggregate)."""
-    from pyspark.sql import functions as F
-
+    """report.json and confusion.png from the tally of the written predictions."""
     from contracts.atomic import write_json_atomic
 
-    written = spark.read.parquet(str(staging / PREDICTIONS_DIR))
-    rows = written.count()
-    bad = written.where(F.col("prediction").isNull())
-    bad_count = bad.count()
     report: dict[str, Any] = {
         "run": opts.run,
         "model": classifier.description,
         "fusion": opts.fusion,
         "input": opts.input,
         "split": opts.split,
-        "rows": rows,
-        "bad_rows": bad_count,
-        "bad_row_ids": [int(r[0]) for r in bad.select("id").orderBy("id").limit(SHOWN_BAD_IDS).collect()],
+        "rows": counts.rows,
+        "bad_rows": counts.bad_rows,
+        "bad_row_ids": counts.bad_row_ids,
         "num_classes": classifier.num_classes,
     }
     if has_label:
-        pairs = (
-            written.where(F.col("prediction").isNotNull()).groupBy("label", "prediction").count().collect()
-        )
-        counts = {
-            (int(r["label"]), int(r["prediction"])): int(r["count"]) for r in pairs if r["label"] is not None
-        }
-        matrix = confusion_matrix(counts, classifier.num_classes)
+        matrix = confusion_matrix(counts.pairs, classifier.num_classes)
         report.update(classification_metrics(matrix))
         report["confusion_matrix"] = matrix
         acc = report["accuracy"]
@@ -299,19 +309,20 @@ def predict_images(
         staged_output(opts.output, opts.overwrite, inputs=[opts.input, opts.run]) as staging,
     ):
         df, cols = read_input(spark, opts, classifier.feature_dim)
-        if opts.bad_rows == "fail":
-            ids = first_bad_ids(df, cols, classifier.feature_dim)
-            if ids:
-                raise JobInputError(
-                    f"--input {opts.input}: malformed rows (features null, not {classifier.feature_dim} values, "
-                    f"or holding null/NaN), ids {', '.join(map(str, ids))}; fix or drop them, or pass "
-                    "--bad-rows null to predict null for them"
-                )
         staging.mkdir(parents=True)
         shipped_as = ship_model_files(spark, opts.run, Path(ship_root)) if opts.ship_model else None
         frame = predictions_frame(df, cols, opts, classifier, torch_threads, shipped_as)
         frame.write.parquet(str(staging / PREDICTIONS_DIR))
-        report = write_report(spark, staging, opts, classifier, cols.label is not None)
+        has_label = cols.label is not None
+        counts = tally(spark, staging / PREDICTIONS_DIR, has_label)
+        if opts.bad_rows == "fail" and counts.bad_rows:
+            # Raised inside the staged output: the predictions written so far are removed.
+            raise JobInputError(
+                f"--input {opts.input}: malformed rows (features null, not {classifier.feature_dim} values, "
+                f"or holding null/NaN), ids {', '.join(map(str, counts.bad_row_ids))}; fix or drop them, or "
+                "pass --bad-rows null to predict null for them"
+            )
+        report = write_report(staging, opts, classifier, counts, has_label)
     return PredictSummary(
         rows=report["rows"],
         bad_rows=report["bad_rows"],
