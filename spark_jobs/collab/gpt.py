@@ -18,16 +18,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import TYPE_CHECKING
 
-from contracts.rundir import RunDir
 from spark_jobs.common.cli import check_run_dir_overlap, with_absolute_paths
-from spark_jobs.common.errors import EXIT_FAILURE, JobInputError, storage_error
+from spark_jobs.common.errors import EXIT_FAILURE, JobInputError
 from spark_jobs.common.session import job_session_in_background
 from spark_jobs.common.wording import plural
-from spark_jobs.launch.staged_run import LaunchFailed, check_run_dir, in_staging, staged_run_dir
+from spark_jobs.launch.staged_run import LaunchFailed, check_run_dir, launch_run, staged_run_dir
 
 if TYPE_CHECKING:
     from training.lm_config import GPTConfig
@@ -96,8 +94,6 @@ def run_gpt_collab(args: argparse.Namespace) -> int:
     if args.describe:
         print(describe(_load(args)))
         return 0
-    from spark_jobs.launch import LaunchError, launch
-    from spark_jobs.launch.restarts import resume_from_checkpoint
 
     t0 = time.time()
     cfg = _check_inputs(_load(args))
@@ -113,25 +109,7 @@ def run_gpt_collab(args: argparse.Namespace) -> int:
             ) as staging:
                 spark = wait_for_spark()
                 spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab gpt {c.mode}")
-                try:
-                    result = launch(
-                        "training.lm_collab:main",  # imported by the ranks only
-                        in_staging(cfg, staging),
-                        num_processes=cfg.launch.num_processes,
-                        local_mode=cfg.launch.local_mode,
-                        use_gpu=cfg.launch.use_gpu,
-                        timeout_s=cfg.launch.timeout_s,
-                        launch_dir=RunDir.at(staging).launch,
-                        stall_timeout_s=cfg.launch.stall_timeout_s,
-                        max_restarts=cfg.launch.max_restarts,
-                        prepare_restart=resume_from_checkpoint,  # type: ignore[arg-type]
-                    )
-                except LaunchError as exc:
-                    storage = storage_error(exc, f"run.dir {cfg.run.dir}", under=str(staging.parent))
-                    if storage is not None:
-                        raise storage from exc
-                    print(f"error: {exc}", file=sys.stderr)
-                    raise LaunchFailed() from None
+                result = launch_run("training.lm_collab:main", cfg, staging)
         except LaunchFailed:
             return EXIT_FAILURE
     val = result.get("val_loss")

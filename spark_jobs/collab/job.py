@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contracts.rundir import RunDir
 from spark_jobs.common.cli import (
     HelpFormatter,
     add_config_arguments,
@@ -40,7 +39,7 @@ from spark_jobs.common.output import staged_output
 from spark_jobs.common.preflight import check_model_fits, check_test_matches_train
 from spark_jobs.common.session import add_spark_arguments, job_session, job_session_in_background
 from spark_jobs.common.wording import plural
-from spark_jobs.launch.staged_run import LaunchFailed, in_staging, staged_run_dir
+from spark_jobs.launch.staged_run import LaunchFailed, launch_run, staged_run_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -190,8 +189,6 @@ def _launch(
 
 
 def _run_one(args: argparse.Namespace) -> int:
-    from spark_jobs.launch import LaunchError
-    from spark_jobs.launch.restarts import resume_from_checkpoint
     from training import tracking
     from training.collab_report import progress_lines, step_key, summary_line, write_run
     from training.config import describe
@@ -217,19 +214,7 @@ def _run_one(args: argparse.Namespace) -> int:
             spark = wait_for_spark()
             spark.sparkContext.setLocalProperty("callSite.short", f"spark-collab collab {cfg.collab.mode}")
             restarts: list = []
-            try:
-                result = _launch(
-                    "training.collab:main",
-                    in_staging(cfg, staging),
-                    cfg,
-                    RunDir.at(staging).launch,
-                    restarts,
-                    resume_from_checkpoint,
-                )
-            except LaunchError as exc:
-                _raise_storage_error(exc, f"run.dir {cfg.run.dir}", staging)
-                print(f"error: {exc}", file=sys.stderr)
-                raise LaunchFailed() from None
+            result = launch_run("training.collab:main", cfg, staging, restarts)
             extra = {
                 "config": cfg.to_dict(),
                 "timings": {"wall_s": time.time() - t0, "train_s": result["train_s"]},

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from contracts.atomic import write_json_atomic
 from contracts.checkpoints import latest_intact_step
 from contracts.rundir import CHECKPOINT, CHECKPOINT_DIR, METRICS, RUN_DIRS, RUN_FILES, RunDir
-from spark_jobs.common.errors import JobInputError
+from spark_jobs.common.errors import JobInputError, full_disk_error, storage_error
 from spark_jobs.common.output import local_path, staged_output
 
 ConfigT = TypeVar("ConfigT")
@@ -40,6 +40,37 @@ RESUME_POINT = (CHECKPOINT_DIR, CHECKPOINT, METRICS)
 
 class LaunchFailed(Exception):
     """A rank failed and the launcher's message is already printed; the job exits 1."""
+
+
+def launch_run(entry: str, cfg: Any, staging: Path, restarts: list | None = None) -> dict[str, Any]:
+    """Launch ``entry`` (``module:function``, imported by the ranks only) with ``cfg`` pointed at
+    ``staging``, as ``cfg.launch`` says; each restart resumes from the newest checkpoint and is
+    appended to ``restarts``. A rank failure prints the launcher's message and raises
+    :class:`LaunchFailed`; a full disk or an unwritable ``run.dir`` becomes one storage error."""
+    from spark_jobs.launch import LaunchError, launch
+    from spark_jobs.launch.restarts import resume_from_checkpoint
+
+    try:
+        return launch(
+            entry,
+            in_staging(cfg, staging),
+            num_processes=cfg.launch.num_processes,
+            local_mode=cfg.launch.local_mode,
+            use_gpu=cfg.launch.use_gpu,
+            timeout_s=cfg.launch.timeout_s,
+            launch_dir=RunDir.at(staging).launch,
+            stall_timeout_s=cfg.launch.stall_timeout_s,
+            max_restarts=cfg.launch.max_restarts,
+            prepare_restart=resume_from_checkpoint,
+            restarts=restarts,
+        )
+    except LaunchError as exc:
+        what = f"run.dir {cfg.run.dir}"
+        storage = storage_error(exc, what, under=str(staging.parent)) or full_disk_error(staging.parent, what)
+        if storage is not None:  # one line instead of the ranks' tracebacks
+            raise storage from exc
+        print(f"error: {exc}", file=sys.stderr)
+        raise LaunchFailed() from None
 
 
 def check_run_dir(run_dir: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:

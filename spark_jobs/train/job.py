@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contracts.rundir import RESULT, RunDir
+from contracts.rundir import RESULT
 from spark_jobs.common.cli import (
     HelpFormatter,
     add_config_arguments,
@@ -28,7 +28,7 @@ from spark_jobs.common.cli import (
     run_cli,
     with_absolute_paths,
 )
-from spark_jobs.common.errors import EXIT_FAILURE, JobInputError, full_disk_error, storage_error
+from spark_jobs.common.errors import EXIT_FAILURE, JobInputError
 from spark_jobs.common.locks import output_lock
 from spark_jobs.common.output import check_writable
 from spark_jobs.common.preflight import check_model_fits, check_test_matches_train
@@ -153,9 +153,9 @@ def _run(argv: Sequence[str] | None) -> int:
 
         print(describe(_load(args)))
         return 0
-    from spark_jobs.launch import LaunchError, RestartRecord, launch
-    from spark_jobs.launch.restarts import record_restarts, resume_from_checkpoint
-    from spark_jobs.launch.staged_run import LaunchFailed, in_staging, staged_run_dir
+    from spark_jobs.launch import RestartRecord
+    from spark_jobs.launch.restarts import record_restarts
+    from spark_jobs.launch.staged_run import LaunchFailed, launch_run, staged_run_dir
 
     cfg = _check_inputs(_load(args, check=False), args.overwrite)
     # The JVM starts while the rest of the config is checked (which imports torch).
@@ -176,32 +176,8 @@ def _run(argv: Sequence[str] | None) -> int:
             with staged_run_dir(
                 cfg.run.dir, overwrite=args.overwrite, resume=cfg.run.resume, inputs=inputs
             ) as staging:
-                try:
-                    result = launch(
-                        # Imported by the ranks only.
-                        "training.lm_loop:train" if _is_gpt(cfg) else "training.loop:train",
-                        in_staging(cfg, staging),
-                        num_processes=cfg.launch.num_processes,
-                        local_mode=cfg.launch.local_mode,
-                        use_gpu=cfg.launch.use_gpu,
-                        timeout_s=cfg.launch.timeout_s,
-                        launch_dir=RunDir.at(staging).launch,
-                        stall_timeout_s=cfg.launch.stall_timeout_s,
-                        max_restarts=cfg.launch.max_restarts,
-                        prepare_restart=resume_from_checkpoint,
-                        restarts=restarts,
-                    )
-                except LaunchError as exc:
-                    what = f"run.dir {cfg.run.dir}"
-                    storage = storage_error(exc, what, under=str(staging.parent)) or full_disk_error(
-                        staging.parent, what
-                    )
-                    if (
-                        storage is not None
-                    ):  # a full disk or unwritable run.dir: one line, not rank tracebacks
-                        raise storage from exc
-                    print(f"error: {exc}", file=sys.stderr)
-                    raise LaunchFailed() from None
+                entry = "training.lm_loop:train" if _is_gpt(cfg) else "training.loop:train"
+                result = launch_run(entry, cfg, staging, restarts)
                 if restarts:
                     record_restarts(staging, restarts)
                     result["restarts"] = restarts
