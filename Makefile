@@ -11,7 +11,7 @@ SETUP_STAMP := $(VENV)/.setup-done
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: setup check-java jvm-cache demo test test-fast test-docs lint format bench-wordcount bench-loader bench-train bench-collab bench-lm-collab bench-session bench-gpt bench-predict bench-corpus \
+.PHONY: setup check-java jvm-cache demo test test-fast test-docs lint format bench-wordcount bench-loader bench-train bench-collab bench-lm-collab bench-session bench-gpt bench-predict bench-predict-lm bench-predict-cluster bench-corpus \
         cluster-up cluster-down cluster-status dist clean
 
 setup: $(SETUP_STAMP)
@@ -86,6 +86,14 @@ bench-gpt: setup
 # predict on local[2] vs a single-process torch loop and a naive pandas_udf (needs ../shared/data/mnist).
 bench-predict: setup
 	$(PY) bench/predict.py $(BENCH_ARGS)
+
+# GPT scoring of a 50 MB text corpus on local[2] vs single-process torch loops (needs ../shared/data).
+bench-predict-lm: setup
+	$(PY) bench/predict_lm.py $(BENCH_ARGS)
+
+# predict with 1 and 2 one-core workers of a standalone cluster on this machine (needs ../shared/data/mnist).
+bench-predict-cluster: setup
+	$(PY) bench/predict_cluster.py $(BENCH_ARGS)
 
 # Spark session start-up with and without the driver JVM's class-data-sharing archive.
 bench-session: jvm-cache
