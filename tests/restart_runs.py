@@ -86,7 +86,9 @@ def rank_pids(launch_dir: Path) -> list[int]:
 
 def staging_of(run: Path) -> Path | None:
     """The staging directory a running job writes ``run`` into (renamed to ``run`` when it finishes)."""
-    found = sorted(run.parent.glob(f".{run.name}.staging-*"))
+    from contracts.atomic import final_path
+
+    found = sorted(p for p in run.parent.iterdir() if p != run and final_path(p) == run)
     return found[0] if found else None
 
 

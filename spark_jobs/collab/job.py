@@ -23,7 +23,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +34,12 @@ from spark_jobs.common.cli import (
     run_cli,
     with_absolute_paths,
 )
-from spark_jobs.common.errors import EXIT_FAILURE, JobInputError, full_disk_error, storage_error
+from spark_jobs.common.errors import EXIT_FAILURE, JobInputError
 from spark_jobs.common.output import staged_output
 from spark_jobs.common.preflight import check_model_fits, check_test_matches_train
 from spark_jobs.common.session import add_spark_arguments, job_session, job_session_in_background
 from spark_jobs.common.wording import plural
-from spark_jobs.launch.staged_run import LaunchFailed, launch_run, staged_run_dir
+from spark_jobs.launch.staged_run import LaunchFailed, launch_in, launch_run, staged_run_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -160,34 +160,6 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _launch(
-    fn: Any,
-    payload: Any,
-    cfg: TrainConfig,
-    launch_dir: Path,
-    restarts: list | None = None,
-    prepare_restart: Callable[[TrainConfig], tuple[TrainConfig, int | None]] | None = None,
-) -> Any:
-    """Launch ``fn(payload)``. With ``launch.max_restarts``, a failed launch is rerun, each restart
-    appended to ``restarts``: from the last round's checkpoint when ``prepare_restart`` says so
-    (:func:`spark_jobs.launch.restarts.resume_from_checkpoint`), otherwise from the start."""
-    from spark_jobs.launch import launch
-
-    return launch(
-        fn,
-        payload,
-        num_processes=cfg.launch.num_processes,
-        local_mode=cfg.launch.local_mode,
-        use_gpu=cfg.launch.use_gpu,
-        timeout_s=cfg.launch.timeout_s,
-        launch_dir=launch_dir,
-        stall_timeout_s=cfg.launch.stall_timeout_s,
-        max_restarts=cfg.launch.max_restarts,
-        prepare_restart=prepare_restart,
-        restarts=restarts,
-    )
-
-
 def _run_one(args: argparse.Namespace) -> int:
     from training import tracking
     from training.collab_report import progress_lines, step_key, summary_line, write_run
@@ -230,13 +202,6 @@ def _run_one(args: argparse.Namespace) -> int:
         print(line)
     print(f"{summary_line(result)}; results in {cfg.run.dir}")
     return 0
-
-
-def _raise_storage_error(exc: Exception, what: str, staging: Path) -> None:
-    """A rank that failed for a full disk or an unwritable output: one line instead of its traceback."""
-    storage = storage_error(exc, what, under=str(staging.parent)) or full_disk_error(staging.parent, what)
-    if storage is not None:
-        raise storage from exc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,7 +274,6 @@ def _make_shards(spark: SparkSession, args: argparse.Namespace, root: Path) -> d
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from spark_jobs.launch import LaunchError
     from training.collab_report import format_summary, plot_compare, summarize
 
     base = _load(args.config or DEFAULT_COMPARE_CONFIG, args.set)
@@ -331,12 +295,14 @@ def _run_compare(args: argparse.Namespace) -> int:
             for label, group in (("multi-rank", multi), ("single-rank", single)):
                 cfgs = [check_config(cfg) for cfgs in group.values() for cfg in cfgs]
                 t = time.time()
-                try:
-                    results = _launch("training.collab:main_many", cfgs, cfgs[0], staging / f"launch-{label}")
-                except LaunchError as exc:
-                    _raise_storage_error(exc, f"--output {args.output}", staging)
-                    print(f"error: {exc}", file=sys.stderr)
-                    raise LaunchFailed() from None
+                results = launch_in(
+                    "training.collab:main_many",
+                    cfgs,
+                    cfgs[0],
+                    staging,
+                    what=f"--output {args.output}",
+                    launch_name=f"launch-{label}",
+                )
                 timings[f"{label}_s"] = time.time() - t
                 it = iter(results)
                 for arm, arm_cfgs in group.items():

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from contracts.atomic import write_json_atomic
 from contracts.checkpoints import latest_intact_step
-from contracts.rundir import CHECKPOINT, CHECKPOINT_DIR, METRICS, RUN_DIRS, RUN_FILES, RunDir
+from contracts.rundir import CHECKPOINT, CHECKPOINT_DIR, LAUNCH_DIR, METRICS, RUN_DIRS, RUN_FILES, RunDir
 from spark_jobs.common.errors import JobInputError, full_disk_error, storage_error
 from spark_jobs.common.output import local_path, staged_output
 
@@ -42,35 +42,61 @@ class LaunchFailed(Exception):
     """A rank failed and the launcher's message is already printed; the job exits 1."""
 
 
-def launch_run(entry: str, cfg: Any, staging: Path, restarts: list | None = None) -> dict[str, Any]:
-    """Launch ``entry`` (``module:function``, imported by the ranks only) with ``cfg`` pointed at
-    ``staging``, as ``cfg.launch`` says; each restart resumes from the newest checkpoint and is
-    appended to ``restarts``. A rank failure prints the launcher's message and raises
-    :class:`LaunchFailed`; a full disk or an unwritable ``run.dir`` becomes one storage error."""
+def launch_in(
+    entry: str,
+    payload: Any,
+    cfg: Any,
+    staging: Path,
+    *,
+    what: str,
+    launch_name: str = LAUNCH_DIR,
+    restarts: list | None = None,
+    prepare_restart: Any = None,
+) -> Any:
+    """Launch ``entry(payload)`` (``module:function``, imported by the ranks only) as
+    ``cfg.launch`` says, with its rank status files in ``staging/launch_name``. With
+    ``launch.max_restarts`` each restart is appended to ``restarts`` and prepared by
+    ``prepare_restart``. A rank failure prints the launcher's message and raises
+    :class:`LaunchFailed`; a full disk or an unwritable output (``what`` names it) becomes one
+    storage error instead of the ranks' tracebacks."""
     from spark_jobs.launch import LaunchError, launch
-    from spark_jobs.launch.restarts import resume_from_checkpoint
 
     try:
         return launch(
             entry,
-            in_staging(cfg, staging),
+            payload,
             num_processes=cfg.launch.num_processes,
             local_mode=cfg.launch.local_mode,
             use_gpu=cfg.launch.use_gpu,
             timeout_s=cfg.launch.timeout_s,
-            launch_dir=RunDir.at(staging).launch,
+            launch_dir=staging / launch_name,
             stall_timeout_s=cfg.launch.stall_timeout_s,
             max_restarts=cfg.launch.max_restarts,
-            prepare_restart=resume_from_checkpoint,
+            prepare_restart=prepare_restart,
             restarts=restarts,
         )
     except LaunchError as exc:
-        what = f"run.dir {cfg.run.dir}"
         storage = storage_error(exc, what, under=str(staging.parent)) or full_disk_error(staging.parent, what)
-        if storage is not None:  # one line instead of the ranks' tracebacks
+        if storage is not None:
             raise storage from exc
         print(f"error: {exc}", file=sys.stderr)
         raise LaunchFailed() from None
+
+
+def launch_run(entry: str, cfg: Any, staging: Path, restarts: list | None = None) -> dict[str, Any]:
+    """:func:`launch_in` for a training run: ``cfg`` pointed at ``staging``, each restart resuming
+    from the newest checkpoint."""
+    from spark_jobs.launch.restarts import resume_from_checkpoint
+
+    return launch_in(
+        entry,
+        in_staging(cfg, staging),
+        cfg,
+        staging,
+        what=f"run.dir {cfg.run.dir}",
+        restarts=restarts,
+        prepare_restart=resume_from_checkpoint,
+    )
 
 
 def check_run_dir(run_dir: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
