@@ -7,13 +7,15 @@ each (who goes first alternates too), and the medians are compared, by wall cloc
 process's CPU time (the machine is shared: CPU time is the steadier of the two).
 
 ``learn``: the CPU config (``conf/train/gpt_char.toml``) through ``spark-collab train`` on 2 DDP
-ranks; prints the best val loss against nanoGPT's 1.88, the wall time, the time from the command
-to the first step and a sample from ``spark-collab generate``. The char token shards of
+ranks, once per seed; prints the best val loss against nanoGPT's 1.88, the wall time, the time from
+the command to the first step and a sample from ``spark-collab generate``. With ``--nanogpt DIR`` (a
+checkout of karpathy/nanoGPT) nanoGPT's own ``train.py`` runs the same config with the same seeds
+right after each of ours, as a yardstick measured on the same machine. The char token shards of
 tinyshakespeare are built here with numpy (first 90% train, last 10% val, as nanoGPT's
 prepare.py splits it) with the project's char tokenizer.
 
     .venv/bin/python bench/gpt.py speed [--iters 60] [--rounds 3] [--threads 1]
-    .venv/bin/python bench/gpt.py learn [--iters 2000]
+    .venv/bin/python bench/gpt.py learn [--iters 2000] [--seeds 1337,0,1] [--nanogpt DIR]
     .venv/bin/python bench/gpt.py chinese [--iters 2000] [--vocab 8000]
 
 ``chinese``: 红楼梦 end to end. ``spark-collab corpus`` builds a ``words:V`` vocabulary from the
@@ -176,33 +178,96 @@ def speed(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------- learn
 
 
-def learn(args: argparse.Namespace) -> None:
-    shards = build_char_shards(REPO / "runs" / "bench" / "shakespeare_char")
-    run_dir = REPO / "runs" / "bench" / "gpt_char"
+NANOGPT_BABY_FLAGS = [
+    "--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=250", "--block_size=64",
+    "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
+    "--lr_decay_iters=2000", "--dropout=0.0",
+]  # fmt: skip
+"""nanoGPT's README command for the CPU baby run, on top of config/train_shakespeare_char.py."""
+
+# nanoGPT seeds torch with a fixed 1337; the wrapper shifts that seed so that its run for seed S
+# starts from torch.manual_seed(S), like ours, without touching its code.
+NANOGPT_SEEDED_RUN = """
+import runpy, sys, torch
+seed = int(sys.argv[1])
+original = torch.manual_seed
+torch.manual_seed = lambda s: original(s - 1337 + seed)
+sys.argv = ["train.py"] + sys.argv[2:]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def our_run(args: argparse.Namespace, shards: Path, seed: int) -> dict[str, object]:
+    """``spark-collab train`` with gpt_char.toml at ``seed`` on 2 DDP ranks; its result and timings."""
+    run_dir = REPO / "runs" / "bench" / f"gpt_char-seed{seed}"
     cmd = [
-        sys.executable,
-        "-m",
-        "spark_jobs",
-        "train",
-        "--config",
-        str(REPO / "conf" / "train" / "gpt_char.toml"),
-        "--set",
-        f"data.shards={shards}",
-        "--set",
-        f"run.dir={run_dir}",
-        "--set",
-        f"train.max_iters={args.iters}",
-        "--set",
-        f"optim.lr_decay_iters={args.iters}",
-        "--set",
-        f"optim.warmup_iters={min(100, args.iters // 10)}",
+        sys.executable, "-m", "spark_jobs", "train",
+        "--config", str(REPO / "conf" / "train" / "gpt_char.toml"),
+        "--set", f"data.shards={shards}",
+        "--set", f"run.dir={run_dir}",
+        "--set", f"train.seed={seed}",
+        "--set", f"train.max_iters={args.iters}",
+        "--set", f"optim.lr_decay_iters={args.iters}",
+        "--set", f"optim.warmup_iters={min(100, args.iters // 10)}",
         "--overwrite",
-    ]
+    ]  # fmt: skip
     t0 = time.time()
     subprocess.run(cmd, check=True, cwd=REPO)
     wall = time.time() - t0
     result = json.loads((run_dir / "result.json").read_text())
-    first = result["timings"]["first_step_unix"] - t0
+    return {
+        "run_dir": run_dir,
+        "wall": wall,
+        "first_step": result["timings"]["first_step_unix"] - t0,
+        **result,
+    }
+
+
+def nanogpt_run(checkout: Path, seed: int) -> tuple[float, float]:
+    """nanoGPT's own ``train.py`` (baby flags) at ``seed``: (best val loss, wall seconds)."""
+    data = checkout / "data" / "shakespeare_char"
+    if not (data / "val.bin").is_file():  # its prepare.py downloads input.txt unless it is there
+        (data / "input.txt").write_bytes(TINYSHAKESPEARE.read_bytes())
+        subprocess.run([sys.executable, "prepare.py"], check=True, cwd=data, capture_output=True)
+    cmd = [sys.executable, "-c", NANOGPT_SEEDED_RUN, str(seed), "config/train_shakespeare_char.py"]
+    t0 = time.time()
+    out = subprocess.run(cmd + NANOGPT_BABY_FLAGS, check=True, cwd=checkout, capture_output=True, text=True)
+    wall = time.time() - t0
+    vals = [float(line.rsplit("val loss", 1)[1]) for line in out.stdout.splitlines() if "val loss" in line]
+    if not vals:
+        raise RuntimeError(f"nanoGPT printed no val loss:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return min(vals), wall
+
+
+def learn(args: argparse.Namespace) -> None:
+    shards = build_char_shards(REPO / "runs" / "bench" / "shakespeare_char")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    ours: list[float] = []
+    theirs: list[float] = []
+    for seed in seeds:
+        result = our_run(args, shards, seed)
+        best = float(result["best_val_loss"])  # type: ignore[arg-type]
+        ours.append(best)
+        print(
+            f"learn: seed {seed}, gpt_char on {result['world_size']} {result['strategy']} ranks, "
+            f"{result['iters']} iterations: best val loss {best:.4f} (nanoGPT's published {NANOGPT_BABY_VAL}), "
+            f"wall {result['wall']:.0f}s, command -> first step {result['first_step']:.1f}s, "
+            f"{result['tokens_per_s']:.0f} tokens/s, MFU {100 * result['mfu']:.2f}% against {result['mfu_peak']}",
+            flush=True,
+        )
+        if args.nanogpt:
+            val, wall = nanogpt_run(Path(args.nanogpt), seed)
+            theirs.append(val)
+            print(
+                f"learn: seed {seed}, nanoGPT train.py (1 process): best val loss {val:.4f}, wall {wall:.0f}s",
+                flush=True,
+            )
+    mean = statistics.mean(ours)
+    line = f"learn: ours over seeds {seeds}: mean best val {mean:.4f}, max {max(ours):.4f}"
+    if theirs:
+        line += f"; nanoGPT's own code: mean {statistics.mean(theirs):.4f}; ours / nanoGPT {mean / statistics.mean(theirs):.4f}"
+    print(line)
+    run_dir = REPO / "runs" / "bench" / f"gpt_char-seed{seeds[0]}"
     sample = subprocess.run(
         [sys.executable, "-m", "spark_jobs", "generate", "--run", str(run_dir), "--max-new-tokens", "500"],
         check=True,
@@ -210,13 +275,6 @@ def learn(args: argparse.Namespace) -> None:
         capture_output=True,
         text=True,
     ).stdout
-    best = result["best_val_loss"]
-    print(
-        f"learn: gpt_char on {result['world_size']} {result['strategy']} ranks, {result['iters']} iterations: "
-        f"best val loss {best:.4f} (nanoGPT {NANOGPT_BABY_VAL}; ratio {best / NANOGPT_BABY_VAL:.3f}), "
-        f"wall {wall:.0f}s, command -> first step {first:.1f}s, {result['tokens_per_s']:.0f} tokens/s, "
-        f"MFU {100 * result['mfu']:.2f}% against {result['mfu_peak']}"
-    )
     print(f"curve: {run_dir / 'curves.png'}; sample:\n{sample}")
 
 
@@ -286,6 +344,10 @@ def main() -> None:
     p_speed.add_argument("--threads", type=int, default=1)
     p_learn = sub.add_parser("learn")
     p_learn.add_argument("--iters", type=int, default=2000)
+    p_learn.add_argument("--seeds", default="1337", help="comma-separated training seeds")
+    p_learn.add_argument(
+        "--nanogpt", default="", metavar="DIR", help="a checkout of karpathy/nanoGPT to run as a yardstick"
+    )
     p_chinese = sub.add_parser("chinese")
     p_chinese.add_argument("--iters", type=int, default=2000)
     p_chinese.add_argument("--vocab", type=int, default=8000)

@@ -346,3 +346,26 @@ def test_generate_errors_are_one_line(
     assert main(["--run", str(overfit_run), "--prompt", "QX"]) == 2  # capitals are not in the vocabulary
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --prompt")
+
+
+def test_a_warm_start_begins_from_the_earlier_runs_model(shards: Path, tmp_path: Path) -> None:
+    """The warm-started run's evaluation at iteration 0 is the earlier run's last one: same model,
+    same fixed val windows. Then it trains on with a fresh optimizer and schedule."""
+    train_in_process(gpt_overrides(shards, tmp_path / "first"))
+    result = train_in_process(
+        gpt_overrides(shards, tmp_path / "second", f"train.init_from='{tmp_path / 'first'}'", "train.seed=7")
+    )
+    first, second = records(tmp_path / "first", "eval"), records(tmp_path / "second", "eval")
+    assert second[0]["iter"] == 0 and second[0]["val_loss"] == first[-1]["val_loss"]
+    assert result["best_val_loss"] < first[0]["val_loss"]  # far below a random init's
+    assert not torch.equal(
+        model_state(tmp_path / "first")["wte.weight"], model_state(tmp_path / "second")["wte.weight"]
+    )
+
+
+def test_a_warm_start_from_another_model_or_nothing_is_named(shards: Path, tmp_path: Path) -> None:
+    train_in_process(gpt_overrides(shards, tmp_path / "wide", "model.n_embd=48", "model.n_head=2"))
+    with pytest.raises(ValueError, match=r"train.init_from: .* its model.n_embd is 48, this run's 32"):
+        train_in_process(gpt_overrides(shards, tmp_path / "run", f"train.init_from='{tmp_path / 'wide'}'"))
+    with pytest.raises(ValueError, match=r"train.init_from: .* has no checkpoint.pt"):
+        train_in_process(gpt_overrides(shards, tmp_path / "run", f"train.init_from='{tmp_path / 'none'}'"))

@@ -218,3 +218,28 @@ def test_checkpoint_every_bounds_what_a_failure_loses(tmp_path: Path, mode: str,
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["train_loss"] == whole["train_loss"]
+
+
+@pytest.mark.parametrize("mode", ["diloco", "dml"])
+def test_replicas_and_peers_warm_start_from_an_earlier_run(tmp_path: Path, mode: str) -> None:
+    """Every replica or peer starts from the earlier run's model: its iteration-0 val loss is that run's last."""
+    import json
+
+    from training.dist import distributed
+    from training.lm_collab import run_collab
+    from training.lm_loop import run_training
+
+    shards = char_shards(tmp_path / "shards")
+    with distributed() as ctx:
+        run_training(_cfg(shards, tmp_path / "first"), ctx)
+        run_collab(
+            _cfg(shards, tmp_path / mode, f"collab.mode='{mode}'", f"train.init_from='{tmp_path / 'first'}'"),
+            ctx,
+        )
+
+    def evals(run: str) -> list[dict]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        return [r for r in map(json.loads, lines) if r["kind"] == "eval"]
+
+    assert evals(mode)[0]["iter"] == 0
+    assert evals(mode)[0]["val_loss"] == pytest.approx(evals("first")[-1]["val_loss"], rel=1e-6)

@@ -288,3 +288,30 @@ def test_train_refuses_a_collab_section_in_a_gpt_config(spark, tmp_path, capsys)
     line = _one_error_line(capsys.readouterr().err)
     assert code == 2 and "[collab]" in line and "spark-collab collab" in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("job", ["train", "collab"])
+def test_a_warm_start_from_an_unfit_run_is_refused(spark, tmp_path, capsys, job):
+    from gpt_shards import char_shards, gpt_overrides
+
+    from training.config import load_config
+    from training.dist import distributed
+    from training.lm_loop import run_training
+
+    tokens = char_shards(tmp_path / "tokens")
+    with distributed() as ctx:  # an earlier run one layer deeper than the new one
+        run_training(load_config(None, gpt_overrides(tokens, tmp_path / "deep", "model.n_layer=3")), ctx)
+    main = train.main if job == "train" else collab.main
+    extra = [] if job == "train" else ["collab.mode='diloco'"]
+    for init_from, named in (
+        (tmp_path / "deep", "model.n_layer is 3"),
+        (tmp_path / "nothing", "no checkpoint.pt"),
+    ):
+        sets = [
+            f"--set={item}"
+            for item in gpt_overrides(tokens, tmp_path / "run", *extra, f"train.init_from='{init_from}'")
+        ]
+        code = main([*sets, *spark_args()])
+        line = _one_error_line(capsys.readouterr().err)
+        assert code == 2 and "train.init_from" in line and named in line, line
+        assert not (tmp_path / "run").exists()

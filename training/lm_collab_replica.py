@@ -21,6 +21,7 @@ from training.dist import DistContext
 from training.gpt import GPT
 from training.lm_config import OUTER_MODES, GPTConfig
 from training.lm_data import BatchSlice, TokenWindows
+from training.lm_init import init_weights
 from training.lm_loop import autocast, build_adamw, build_gpt, lm_loss
 
 
@@ -61,10 +62,13 @@ def peer_seed(cfg: GPTConfig, rank: int) -> int:
 
 
 def build_replica(cfg: GPTConfig, vocab_size: int, seed: int, device: torch.device) -> GPT:
-    """A GPT initialised from ``seed`` without touching the global RNG stream."""
+    """A GPT initialised from ``seed`` (or loaded from ``train.init_from``) without touching the
+    global RNG stream."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_gpt(cfg.model, vocab_size)
+    if cfg.train.init_from:
+        model.load_state_dict(init_weights(cfg.train.init_from, cfg.model, vocab_size))
     return model.to(device)
 
 

@@ -139,6 +139,10 @@ class LMTrainSection:
     gradients over (that part / micro_batch) passes."""
     seed: int = 1337
     """Seed of the initialisation, dropout and the choice of training windows."""
+    init_from: str = ""
+    """Warm start: the directory of an earlier GPT run whose model (checkpoint.pt) this run starts from, on
+    every rank, replica and peer; same model keys and vocabulary. Only the weights carry over: optimizer,
+    schedule and iterations start fresh. Empty: a random init from seed."""
     strategy: str = "ddp"
     """Data-parallel strategy: ddp (DistributedDataParallel) or fsdp (FSDP2, fully_shard per block)."""
     bf16: bool = False

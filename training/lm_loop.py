@@ -55,6 +55,7 @@ from training.faults import maybe_fail
 from training.gpt import GPT, shard_units
 from training.lm_config import MODEL_NAME, AdamWConfig, GPTConfig, GPTModelConfig
 from training.lm_data import BatchSlice, TokenWindows
+from training.lm_init import init_weights
 from training.models import build_model
 
 # Nominal peak FLOP/s used for MFU when train.peak_tflops = 0. GPU: bf16 dense tensor-core peaks
@@ -227,6 +228,8 @@ def run_training(cfg: GPTConfig, ctx: DistContext, t_enter: float | None = None)
 
     torch.manual_seed(cfg.train.seed)
     base = build_gpt(cfg.model, vocab_size)
+    if cfg.train.init_from:
+        base.load_state_dict(init_weights(cfg.train.init_from, cfg.model, vocab_size))
     model = wrap(base, cfg.train.strategy, ctx)
     # Bytes sent through the gradient all-reduce, counted at the call (training.comm); FSDP's
     # gathers and reduce-scatters are not counted (comm_bytes is then None).
@@ -259,7 +262,8 @@ def run_training(cfg: GPTConfig, ctx: DistContext, t_enter: float | None = None)
         print(
             f"training gpt ({base.num_parameters():,} parameters; vocab {vocab_size}) with {cfg.train.strategy} "
             f"on {world} x {ctx.device.type}: {cfg.train.max_iters} iterations of {batch} x {block} tokens "
-            f"({accum} pass(es) of {micro} per rank); MFU against {peak_note}",
+            f"({accum} pass(es) of {micro} per rank); MFU against {peak_note}"
+            + (f"; starting from the model in {cfg.train.init_from}" if cfg.train.init_from else ""),
             flush=True,
         )
 

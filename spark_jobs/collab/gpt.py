@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from spark_jobs.common.cli import check_run_dir_overlap, with_absolute_paths
 from spark_jobs.common.errors import EXIT_FAILURE, JobInputError
+from spark_jobs.common.preflight import check_warm_start
 from spark_jobs.common.session import job_session_in_background
 from spark_jobs.common.wording import plural
 from spark_jobs.launch.staged_run import LaunchFailed, check_run_dir, launch_run, staged_run_dir
@@ -84,6 +85,7 @@ def _check_inputs(cfg: GPTConfig) -> GPTConfig:
             f"collab.partition = 'shards': {cfg.data.shards} has {plural(k, 'shard')} in {cfg.data.train_split!r} "
             f"for launch.num_processes={n}; re-run corpus with more shards, or use collab.partition = 'windows'"
         )
+    check_warm_start(cfg, manifest)
     return cfg
 
 

@@ -161,11 +161,15 @@ def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
     paths = {
         key: absolute_path(getattr(cfg.data, key)) for key in ("shards", "test") if hasattr(cfg.data, key)
     }
-    return dataclasses.replace(
+    cfg = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, **paths),
         run=dataclasses.replace(cfg.run, dir=absolute_path(cfg.run.dir)),
     )
+    if getattr(cfg.train, "init_from", ""):  # GPT warm start: a run directory the ranks read
+        train = dataclasses.replace(cfg.train, init_from=absolute_path(cfg.train.init_from))  # type: ignore[call-arg]
+        cfg = dataclasses.replace(cfg, train=train)
+    return cfg
 
 
 def check_run_dir_overlap(cfg: TrainConfig, args: argparse.Namespace) -> None:

@@ -17,7 +17,9 @@ from spark_jobs.common.errors import JobInputError
 from spark_jobs.common.wording import plural
 
 if TYPE_CHECKING:
+    from contracts.manifest import Manifest
     from training.config import TrainConfig
+    from training.lm_config import GPTConfig
 
 
 def data_shape(manifest: Mapping[str, Any]) -> tuple[tuple[int, ...], int] | None:
@@ -89,3 +91,15 @@ def _toml(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return str(value)
+
+
+def check_warm_start(cfg: GPTConfig, manifest: Manifest) -> None:
+    """With ``train.init_from``, that run holds a GPT of this run's model keys and vocabulary (imports torch)."""
+    if not cfg.train.init_from:
+        return
+    from training.lm_init import check_init_from
+
+    try:
+        check_init_from(cfg.train.init_from, cfg.model, int(manifest.get("vocab_size")))
+    except ValueError as exc:
+        raise JobInputError(str(exc)) from None

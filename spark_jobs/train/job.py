@@ -31,7 +31,7 @@ from spark_jobs.common.cli import (
 from spark_jobs.common.errors import EXIT_FAILURE, JobInputError
 from spark_jobs.common.locks import output_lock
 from spark_jobs.common.output import check_writable
-from spark_jobs.common.preflight import check_model_fits, check_test_matches_train
+from spark_jobs.common.preflight import check_model_fits, check_test_matches_train, check_warm_start
 from spark_jobs.common.session import add_spark_arguments, job_session_in_background
 from spark_jobs.common.wording import plural
 from spark_jobs.launch.staged_run import check_run_dir
@@ -126,8 +126,9 @@ def _check_model(cfg: TrainConfig) -> None:
             "[collab]: `spark-collab train` does not read this section; run the config with "
             "`spark-collab collab`, or remove the section"
         )
-    if _is_gpt(cfg):
-        return  # the vocabulary size is read from the token shards' manifest
+    if _is_gpt(cfg):  # the vocabulary size is read from the token shards' manifest
+        check_warm_start(cfg, Manifest.read(cfg.data.shards, kind="tokens"))  # type: ignore[arg-type]
+        return
     check_model_fits(cfg, Manifest.read(cfg.data.shards, kind="images"))
 
 
