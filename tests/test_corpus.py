@@ -167,3 +167,39 @@ def test_tokens_of_every_document_are_the_tokenizers(spark, tmp_path) -> None:
     rows = frame.mapInArrow(encode_task(broadcast, "uint16"), TOKENS_DDL).collect()
     got = {r["doc_id"]: np.frombuffer(r["tokens"], dtype="<u2").tolist() for r in rows}
     assert got == {i: [*tok.encode(t), tok.eot_id] for i, t in enumerate(texts)}
+
+
+def test_a_reused_tokenizer_keeps_the_earlier_ids(spark, tmp_path, capsys) -> None:
+    """``--tokenizer file:DIR`` tokenizes a new corpus with an earlier output's tokenizer, unchanged:
+    the documents' ids equal that tokenizer's own encoding, done here on the driver."""
+    write_corpus(tmp_path / "in")
+    first = tmp_path / "first"
+    run_corpus(
+        spark,
+        [str(tmp_path / "in")],
+        first,
+        CorpusOptions(tokenizer=TokenizerSpec("bpe", 300), val_fraction=0.0),
+    )
+    tok = load_tokenizer(first)
+    new_docs = ["A fox, a dog and a café.", "Never mind how long: 42 years!"]
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "n.txt").write_text("\n\n".join(new_docs) + "\n", encoding="utf-8")
+    second = tmp_path / "second"
+    argv = [str(tmp_path / "new"), "--output", str(second), "--tokenizer", f"file:{first}", "--val", "0"]
+    assert main([*argv, "--docs", "paragraph", *spark_args()]) == 0
+    assert load_tokenizer(second).sha256() == tok.sha256()
+    assert Manifest.read(second, kind="tokens").get("tokenizer")["sha256"] == tok.sha256()
+    assert sorted(shard_documents(second)) == sorted([*tok.encode(d), tok.eot_id] for d in new_docs)
+
+    chars = tmp_path / "chars"
+    run_corpus(spark, [str(tmp_path / "in")], chars, CorpusOptions(val_fraction=0.0))
+    (tmp_path / "greek").mkdir()
+    (tmp_path / "greek" / "g.txt").write_text("The fox.\n\nΩ is not in the vocabulary.\n", encoding="utf-8")
+    message = "'Ω' is not in the vocabulary; the reused tokenizer (--tokenizer file:...) cannot encode"
+    _fails(tmp_path, capsys, [str(tmp_path / "greek"), "--tokenizer", f"file:{chars}"], message)
+    _fails(
+        tmp_path,
+        capsys,
+        [str(tmp_path / "greek"), "--tokenizer", f"file:{tmp_path / 'none'}"],
+        "no tokenizer",
+    )

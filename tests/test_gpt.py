@@ -369,3 +369,15 @@ def test_a_warm_start_from_another_model_or_nothing_is_named(shards: Path, tmp_p
         train_in_process(gpt_overrides(shards, tmp_path / "run", f"train.init_from='{tmp_path / 'wide'}'"))
     with pytest.raises(ValueError, match=r"train.init_from: .* has no checkpoint.pt"):
         train_in_process(gpt_overrides(shards, tmp_path / "run", f"train.init_from='{tmp_path / 'none'}'"))
+
+
+def test_a_warm_start_on_shards_of_another_tokenizer_is_named(shards: Path, tmp_path: Path) -> None:
+    """As many ids is not the same ids: shards whose char set differs by one letter are refused."""
+    from gpt_shards import TEXT
+
+    assert "Q" not in TEXT and "F" in TEXT
+    other = char_shards(tmp_path / "other", text=TEXT.replace("F", "Q"), train_shards=2)
+    assert load_tokenizer(other).vocab_size == load_tokenizer(shards).vocab_size
+    train_in_process(gpt_overrides(shards, tmp_path / "first"))
+    with pytest.raises(ValueError, match=r"train.init_from: .* another tokenizer .* --tokenizer file:"):
+        train_in_process(gpt_overrides(other, tmp_path / "run", f"train.init_from='{tmp_path / 'first'}'"))

@@ -68,7 +68,7 @@ def build_replica(cfg: GPTConfig, vocab_size: int, seed: int, device: torch.devi
         torch.manual_seed(seed)
         model = build_gpt(cfg.model, vocab_size)
     if cfg.train.init_from:
-        model.load_state_dict(init_weights(cfg.train.init_from, cfg.model, vocab_size))
+        model.load_state_dict(init_weights(cfg, vocab_size))
     return model.to(device)
 
 

@@ -8,8 +8,9 @@ mean what they always mean. This is how the DiLoCo paper's replicas start (from 
 pretrained with ordinary data-parallel training), and how a run is fine-tuned on other shards.
 
 The checkpoint must hold the same architecture (``model.*`` keys) and vocabulary size as the new
-run; the driver checks it before launching (:func:`check_init_from`) and every rank loads it
-(:func:`init_weights`).
+run, and where both token shards manifests can be read, the same tokenizer (the same number of ids
+is not the same ids); the driver checks it before launching (:func:`check_init_from`) and every
+rank loads it (:func:`init_weights`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 import torch
 
+from contracts.manifest import Manifest
 from contracts.rundir import RunDir
-from training.lm_config import GPTModelConfig
+from training.lm_config import GPTConfig
 
 KEY = "train.init_from"
 # The model keys that decide the shapes of the weights; dropout does not, and may differ.
@@ -40,30 +42,55 @@ def _read(init_from: str) -> dict[str, Any]:
     return state
 
 
-def _mismatch(state: dict[str, Any], model_cfg: GPTModelConfig, vocab_size: int) -> str | None:
+def _tokenizer_sha256(shards: str) -> str | None:
+    """The tokenizer checksum a token shards manifest records; None when it cannot be read."""
+    try:
+        tokenizer = Manifest.read(shards, kind="tokens").get("tokenizer") or {}
+    except (OSError, ValueError):
+        return None
+    return tokenizer.get("sha256")
+
+
+def _mismatch(state: dict[str, Any], cfg: GPTConfig, vocab_size: int) -> str | None:
     recorded = state["extra"]["model"]
     for key in SHAPE_KEYS:
-        if recorded.get(key) != getattr(model_cfg, key):
-            return f"its model.{key} is {recorded.get(key)!r}, this run's {getattr(model_cfg, key)!r}"
+        if recorded.get(key) != getattr(cfg.model, key):
+            return f"its model.{key} is {recorded.get(key)!r}, this run's {getattr(cfg.model, key)!r}"
     if int(state["extra"]["vocab_size"]) != vocab_size:
         return f"its vocabulary has {state['extra']['vocab_size']} ids, this run's shards {vocab_size}"
+    # The same number of ids is not the same ids: compare the tokenizers where both manifests say.
+    theirs, ours = (
+        _tokenizer_sha256(str(state["extra"].get("shards", ""))),
+        _tokenizer_sha256(cfg.data.shards),
+    )
+    if theirs is not None and ours is not None and theirs != ours:
+        return (
+            f"its token shards ({state['extra']['shards']}) were made with another tokenizer than data.shards "
+            f"({cfg.data.shards}), so the ids would mean other symbols; make data.shards with "
+            f"`spark-collab corpus ... --tokenizer file:{state['extra']['shards']}`"
+        )
     return None
 
 
-def check_init_from(init_from: str, model_cfg: GPTModelConfig, vocab_size: int) -> None:
-    """ValueError naming ``train.init_from`` unless it holds a GPT of this architecture and vocabulary."""
-    why = _mismatch(_read(init_from), model_cfg, vocab_size)
+def check_init_from(cfg: GPTConfig, vocab_size: int) -> None:
+    """ValueError naming ``train.init_from`` unless it holds a GPT of this run's architecture, vocabulary
+    and tokenizer."""
+    why = _mismatch(_read(cfg.train.init_from), cfg, vocab_size)
     if why is not None:
         raise ValueError(
-            f"{KEY}: the run in {init_from} does not fit this one: {why}; start from a run with the same "
-            "model keys and token shards, or clear the key"
+            f"{KEY}: the run in {cfg.train.init_from} does not fit this one: {why}"
+            + (
+                ""
+                if "tokenizer" in why
+                else "; start from a run with the same model keys and token shards, or clear the key"
+            )
         )
 
 
-def init_weights(init_from: str, model_cfg: GPTModelConfig, vocab_size: int) -> dict[str, torch.Tensor]:
-    """The model state of the GPT run in ``init_from``, checked against this run's model and vocabulary."""
-    state = _read(init_from)
-    why = _mismatch(state, model_cfg, vocab_size)
+def init_weights(cfg: GPTConfig, vocab_size: int) -> dict[str, torch.Tensor]:
+    """The model state of the GPT run in ``train.init_from``, checked against this run."""
+    state = _read(cfg.train.init_from)
+    why = _mismatch(state, cfg, vocab_size)
     if why is not None:
-        raise ValueError(f"{KEY}: the run in {init_from} does not fit this one: {why}")
+        raise ValueError(f"{KEY}: the run in {cfg.train.init_from} does not fit this one: {why}")
     return state["model"]

@@ -100,6 +100,6 @@ def check_warm_start(cfg: GPTConfig, manifest: Manifest) -> None:
     from training.lm_init import check_init_from
 
     try:
-        check_init_from(cfg.train.init_from, cfg.model, int(manifest.get("vocab_size")))
+        check_init_from(cfg, int(manifest.get("vocab_size")))
     except ValueError as exc:
         raise JobInputError(str(exc)) from None

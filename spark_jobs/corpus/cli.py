@@ -1,8 +1,9 @@
 """``spark-collab corpus INPUT... --output DIR``: raw text to deduplicated, tokenized token shards.
 
 Documents are files, paragraphs (separated by blank lines), lines, a JSONL field or a Parquet
-column; dedup is exact and/or MinHash; the tokenizer is char, words:V or bpe:V and is saved as
-DIR/tokenizer.json beside DIR/train and DIR/val shards. ``--describe DIR`` summarizes an output.
+column; dedup is exact and/or MinHash; the tokenizer is char, words:V or bpe:V (or file:PATH, an
+earlier output's, reused) and is saved as DIR/tokenizer.json beside DIR/train and DIR/val shards.
+``--describe DIR`` summarizes an output.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--docs", default="file", help="document unit: file, paragraph, line, jsonl:FIELD or parquet:COLUMN"
     )
-    parser.add_argument("--tokenizer", default="char", help="char, words:V or bpe:V")
+    parser.add_argument(
+        "--tokenizer",
+        default="char",
+        help="char, words:V or bpe:V (trained on this corpus), or file:PATH (reuse the tokenizer.json of "
+        "an earlier corpus output, so that the ids match a model trained on it)",
+    )
     parser.add_argument("--word-split", choices=WORD_SPLITS, default="words", help="how words:V splits text")
     parser.add_argument("--dedup", default="none", help="none, exact, minhash or exact,minhash")
     defaults = MinHashOptions()

@@ -29,12 +29,16 @@ class DocSpec:
 @dataclass(frozen=True)
 class TokenizerSpec:
     kind: str
-    """char, words or bpe."""
+    """char, words or bpe (trained on this corpus), or file (an earlier corpus output's tokenizer)."""
     vocab: int = 0
-    """V of words:V and bpe:V; 0 for char (its vocabulary is the data's characters)."""
+    """V of words:V and bpe:V; 0 for char (its vocabulary is the data's characters) and file."""
+    path: str = ""
+    """file: the tokenizer.json (or the corpus output directory holding it) to tokenize with."""
 
     @property
     def spec(self) -> str:
+        if self.kind == "file":
+            return f"file:{self.path}"
         return f"{self.kind}:{self.vocab}" if self.vocab else self.kind
 
 
@@ -89,6 +93,8 @@ def parse_tokenizer_spec(text: str) -> TokenizerSpec:
     kind, sep, vocab = text.partition(":")
     if kind == "char" and not sep:
         return TokenizerSpec("char")
+    if kind == "file" and vocab:
+        return TokenizerSpec("file", path=_readable_tokenizer(text, vocab))
     if kind in ("words", "bpe") and vocab.isdigit() and int(vocab) > 0:
         size = int(vocab)
         if kind == "bpe" and size < BPE_MIN_VOCAB:
@@ -97,7 +103,23 @@ def parse_tokenizer_spec(text: str) -> TokenizerSpec:
                 "(256 bytes and the end-of-document token); pass bpe:V with a larger V"
             )
         return TokenizerSpec(kind, size)
-    raise JobInputError(f"--tokenizer {text!r}: expected char, words:V or bpe:V (V a positive integer)")
+    raise JobInputError(
+        f"--tokenizer {text!r}: expected char, words:V or bpe:V (V a positive integer), or file:PATH "
+        "(the tokenizer.json of an earlier corpus output)"
+    )
+
+
+def _readable_tokenizer(text: str, path: str) -> str:
+    """The absolute path of a tokenizer that loads (so the job fails before Spark starts, not after)."""
+    import os
+
+    from contracts.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        load_tokenizer(path)
+    except TokenizerError as exc:
+        raise JobInputError(f"--tokenizer {text}: {exc}") from None
+    return os.path.abspath(path)
 
 
 def parse_dedup(text: str) -> tuple[str, ...]:

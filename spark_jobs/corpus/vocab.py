@@ -3,6 +3,8 @@
 - ``char``: the distinct characters of each partition (workers), unioned on the driver.
 - ``words:V``: the word count's map side per partition (workers), summed by Spark, the V most
   frequent kept (ties broken by the word, so the vocabulary is deterministic).
+- ``file:PATH``: no training; the tokenizer an earlier corpus output saved, loaded as it is (a new
+  corpus tokenized with the ids a trained model knows).
 - ``bpe:V``: the ``tokenizers`` trainer on the driver, fed the texts streamed partition by partition
   from the executors (``toLocalIterator``): the driver holds one partition at a time, never the corpus.
 """
@@ -13,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from contracts.tokenizer import BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer
+from contracts.tokenizer import BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer, load_tokenizer
 from spark_jobs.common.errors import JobInputError
 from spark_jobs.corpus.options import TokenizerSpec
 from spark_jobs.corpus.workers import char_set_task, word_count_task
@@ -40,6 +42,8 @@ def train_tokenizer(docs: DataFrame, spec: TokenizerSpec, word_split: str) -> To
     """A tokenizer of kind ``spec.kind`` trained on ``docs.text``; JobInputError when the data is too small."""
     from pyspark.sql import functions as F
 
+    if spec.kind == "file":  # reused as it is, so that these shards' ids mean what the earlier ones' do
+        return load_tokenizer(spec.path)
     texts = docs.select("text")
     if spec.kind == "char":
         chars = [r[0] for r in texts.mapInArrow(char_set_task, "ch string").distinct().collect()]

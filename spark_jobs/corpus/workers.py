@@ -23,8 +23,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from contracts.tokenizer import Tokenizer, tokenizer_from_json
+from contracts.tokenizer import Tokenizer, TokenizerError, tokenizer_from_json
 from contracts.tokens import DTYPES, write_token_shard
+from spark_jobs.corpus.documents import OFFSET_BITS, DocumentError
+
+OFFSET_MASK = (1 << OFFSET_BITS) - 1
 
 TOKENS_DDL = "doc_id long, n_tokens long, tokens binary"
 ENTRY_DDL = "entry string"
@@ -75,6 +78,21 @@ def encode_documents(tokenizer: Tokenizer, texts: list[str], dtype: str) -> list
     return out
 
 
+def _unencodable(tokenizer: Tokenizer, doc_ids: list[int], texts: list[str]) -> DocumentError:
+    """The first document of a batch the tokenizer cannot encode (only a reused char tokenizer
+    can fail: words map unknown words to <unk>, and byte-level BPE covers every byte)."""
+    for doc, text in zip(doc_ids, texts, strict=True):
+        try:
+            tokenizer.encode(text)
+        except TokenizerError as exc:
+            where = f"input file {doc >> OFFSET_BITS} (in sorted order), the document at offset {doc & OFFSET_MASK}"
+            return DocumentError(
+                f"{where}: {exc}; the reused tokenizer (--tokenizer file:...) cannot encode this corpus: "
+                "reuse one trained on text with these characters, or train one here (char, words:V, bpe:V)"
+            )
+    return DocumentError("a batch the tokenizer cannot encode")
+
+
 def encode_task(tokenizer_broadcast, dtype: str):
     """``doc_id, text`` in, TOKENS_DDL out."""
     itemsize = DTYPES[dtype].itemsize
@@ -82,7 +100,11 @@ def encode_task(tokenizer_broadcast, dtype: str):
     def encode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         tokenizer = worker_tokenizer(tokenizer_broadcast.value)
         for batch in batches:
-            encoded = encode_documents(tokenizer, batch.column(1).to_pylist(), dtype)
+            texts = batch.column(1).to_pylist()
+            try:
+                encoded = encode_documents(tokenizer, texts, dtype)
+            except TokenizerError:
+                raise _unencodable(tokenizer, batch.column(0).to_pylist(), texts) from None
             yield pa.RecordBatch.from_arrays(
                 [
                     batch.column(0),
