@@ -39,7 +39,7 @@ demo: setup
 	$(PY) -m spark_jobs demo $(DEMO_ARGS)
 
 test: jvm-cache
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not cluster and not distributed"

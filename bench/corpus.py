@@ -13,8 +13,9 @@
    texts with every core.
 4. End to end (``bpe:8192``, ``exact,minhash``, ``local[2]``) against datatrove's local executor
    with 2 workers: its MinHash stages (same 5-gram shingles split as ours, 20 bands x 6 hashes) and
-   its ``DocumentTokenizer`` with the tokenizer our run trained (datatrove trains none). Each runs in
-   its own process; peak RSS of the driver, the JVM and the Python workers is sampled from /proc.
+   its ``DocumentTokenizer`` with the tokenizer our run trained (datatrove trains none). Then the job
+   again, handed that same tokenizer (``--tokenizer file:PATH``), the like-for-like comparison. Each
+   runs in its own process; peak RSS of the driver, the JVM and the Python workers is sampled from /proc.
 """
 
 from __future__ import annotations
@@ -305,19 +306,18 @@ LocalPipelineExecutor([JsonlReader(corpus, glob_pattern="*.jsonl"), MinhashDedup
 """
 
 
+def corpus_command(corpus: Path, out: Path, tokenizer: str) -> list[str]:
+    """The job as the bench runs it: JSONL documents, exact and MinHash dedup, 2 shards, local[2]."""
+    cmd = [sys.executable, "-m", "spark_jobs", "corpus", str(corpus), "--output", str(out), "--overwrite"]
+    cmd += ["--docs", "jsonl:text", "--tokenizer", tokenizer, "--dedup", "exact,minhash", "--shards", "2"]
+    quiet = ["--conf", "spark.ui.enabled=false", "--conf", "spark.ui.showConsoleProgress=false"]
+    return [*cmd, "--master", f"local[{CORES}]", *quiet]
+
+
 def end_to_end(corpus: Path, work: Path, skip: set[str]) -> dict:
     size = sum(p.stat().st_size for p in corpus.glob("*.jsonl"))
     out = work / "e2e"
-    cmd = [sys.executable, "-m", "spark_jobs", "corpus", str(corpus), "--output", str(out), "--overwrite"]
-    cmd += ["--docs", "jsonl:text", "--tokenizer", "bpe:8192", "--dedup", "exact,minhash", "--shards", "2"]
-    cmd += [
-        "--master",
-        f"local[{CORES}]",
-        "--conf",
-        "spark.ui.enabled=false",
-        "--conf",
-        "spark.ui.showConsoleProgress=false",
-    ]
+    cmd = corpus_command(corpus, out, "bpe:8192")
     result: dict = {"mb": size / MB}
     if "ours" not in skip:
         ours_s, ours_rss, output = run_measured(cmd)
@@ -348,6 +348,19 @@ def end_to_end(corpus: Path, work: Path, skip: set[str]) -> dict:
     if "ours_s" in result:
         result["ratio"] = dt_s / result["ours_s"]
         print(f"corpus job is {result['ratio']:.2f}x datatrove end to end")
+    if "given" in skip or not (out / "tokenizer.json").is_file():
+        return result
+    # The same pipeline handed the same tokenizer, as datatrove is (it trains none): the job with
+    # --tokenizer file:PATH, into its own output.
+    given = corpus_command(corpus, work / "e2e-given", f"file:{out / 'tokenizer.json'}")
+    given_s, given_rss, output = run_measured(given)
+    print("\n".join(output.strip().splitlines()[-2:]))
+    result.update(given_s=given_s, given_rss=given_rss, given_ratio=dt_s / given_s)
+    print(
+        f"end to end, tokenizer given to both: corpus job {given_s:.1f} s "
+        f"({size / MB / given_s / CORES:.3f} MB/s/core), peak RSS {_rss_text(given_rss)}; "
+        f"{dt_s / given_s:.2f}x datatrove"
+    )
     return result
 
 
@@ -360,7 +373,9 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=50, help="size of the generated JSONL corpus")
     parser.add_argument("--work", default=str(REPO_ROOT / "runs" / "bench"), help="corpus cache and outputs")
     parser.add_argument(
-        "--skip", default="", help="comma list of parts to skip: shakespeare,ours,datatrove,tokenize"
+        "--skip",
+        default="",
+        help="comma list of parts to skip: shakespeare,ours,datatrove,given,tokenize",
     )
     args = parser.parse_args()
     if not SHARED.is_dir():
