@@ -12,10 +12,11 @@
    read and cached) against one process running ``tokenizers``' ``encode_batch`` over the same
    texts with every core.
 4. End to end (``bpe:8192``, ``exact,minhash``, ``local[2]``) against datatrove's local executor
-   with 2 workers: its MinHash stages (same 5-gram shingles split as ours, 20 bands x 6 hashes) and
-   its ``DocumentTokenizer`` with the tokenizer our run trained (datatrove trains none). Then the job
-   again, handed that same tokenizer (``--tokenizer file:PATH``), the like-for-like comparison. Each
-   runs in its own process; peak RSS of the driver, the JVM and the Python workers is sampled from /proc.
+   with 2 workers: its exact dedup stages (on the job's normalized text), its MinHash stages (the
+   same 5-gram shingles as ours, 20 bands x 6 hashes) and its ``DocumentTokenizer`` with the
+   tokenizer our run trained (datatrove trains none). Then the job again, handed that same tokenizer
+   (``--tokenizer file:PATH``): the like-for-like comparison. Each runs in its own process; peak RSS
+   of the driver, the JVM and the Python workers is sampled from /proc.
 """
 
 from __future__ import annotations
@@ -281,6 +282,7 @@ DATATROVE_SCRIPT = r"""
 import sys
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig, ExactDedupFilter, ExactDedupSignature, ExactFindDedups
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.tokens import DocumentTokenizer
@@ -299,10 +301,26 @@ class Words(WordTokenizer):
 corpus, work, tokenizer = sys.argv[1:4]
 config = MinhashConfig(n_grams=5, num_buckets=20, hashes_per_bucket=6)
 kw = dict(logging_dir=f"{work}/logs", skip_completed=False)
-LocalPipelineExecutor([JsonlReader(corpus, glob_pattern="*.jsonl"), MinhashDedupSignature(f"{work}/sigs", config=config, language=Words())], tasks=2, workers=2, **kw).run()
+exact_stages = len(sys.argv) > 4 and sys.argv[4] == "exact"
+
+def read():
+    return JsonlReader(corpus, glob_pattern="*.jsonl")
+
+def exact_filter():
+    return [ExactDedupFilter(f"{work}/exact_dups", config=exact)] if exact_stages else []
+
+if exact_stages:
+    def normalized(doc) -> str:
+        # The corpus job's exact key: lowercased, trimmed, runs of whitespace made one space.
+        import re
+        return re.sub(r"\s+", " ", doc.text.lower()).strip()
+    exact = ExactDedupConfig(content_getter=normalized)
+    LocalPipelineExecutor([read(), ExactDedupSignature(f"{work}/exact_sigs", config=exact)], tasks=2, workers=2, **kw).run()
+    LocalPipelineExecutor([ExactFindDedups(f"{work}/exact_sigs", f"{work}/exact_dups", config=exact)], tasks=1, workers=1, **kw).run()
+LocalPipelineExecutor([read(), *exact_filter(), MinhashDedupSignature(f"{work}/sigs", config=config, language=Words())], tasks=2, workers=2, **kw).run()
 LocalPipelineExecutor([MinhashDedupBuckets(f"{work}/sigs", f"{work}/buckets", config=config)], tasks=config.num_buckets, workers=2, **kw).run()
 LocalPipelineExecutor([MinhashDedupCluster(f"{work}/buckets", f"{work}/remove", config=config)], tasks=1, workers=1, **kw).run()
-LocalPipelineExecutor([JsonlReader(corpus, glob_pattern="*.jsonl"), MinhashDedupFilter(f"{work}/remove"), DocumentTokenizer(f"{work}/tokens", tokenizer_name_or_path=tokenizer, eos_token="<|endoftext|>")], tasks=2, workers=2, **kw).run()
+LocalPipelineExecutor([read(), *exact_filter(), MinhashDedupFilter(f"{work}/remove"), DocumentTokenizer(f"{work}/tokens", tokenizer_name_or_path=tokenizer, eos_token="<|endoftext|>")], tasks=2, workers=2, **kw).run()
 """
 
 
@@ -338,11 +356,20 @@ def end_to_end(corpus: Path, work: Path, skip: set[str]) -> dict:
     dt_work = work / "datatrove"
     subprocess.run(["rm", "-rf", str(dt_work)], check=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    dt_cmd = [sys.executable, "-c", DATATROVE_SCRIPT, str(corpus), str(dt_work), str(out / "tokenizer.json")]
+    # Exact dedup too (its three ExactDedup stages), so that both sides run the same stages.
+    dt_cmd = [
+        sys.executable,
+        "-c",
+        DATATROVE_SCRIPT,
+        str(corpus),
+        str(dt_work),
+        str(out / "tokenizer.json"),
+        "exact",
+    ]
     dt_s, dt_rss, _ = run_measured(dt_cmd, env)
     result.update(datatrove_s=dt_s, datatrove_rss=dt_rss)
     print(
-        f"end to end datatrove (minhash + tokenize, tokenizer given): {dt_s:.1f} s "
+        f"end to end datatrove (exact + minhash + tokenize, tokenizer given): {dt_s:.1f} s "
         f"({size / MB / dt_s / CORES:.3f} MB/s/core), peak RSS {_rss_text(dt_rss)}"
     )
     if "ours_s" in result:

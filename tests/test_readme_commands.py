@@ -56,7 +56,7 @@ LONG_RUNS = {
     "--set train.log_interval=10 --set optim.warmup_iters=2 --set optim.lr_decay_iters=20 --set collab.exchange_every=5",
     "collab --compare": "--seeds 1",
 }
-DOWNLOAD = re.compile(r"\b(curl|wget)\b")
+DOWNLOAD = re.compile(r"\b(curl|wget|git clone)\b")
 # A path under data/ (where the README's downloads go); not ../shared/data.
 DATA_PATH = re.compile(r"(?<![\w./])data/[\w./-]*")
 # A Python snippet (``python -c``) in the docs makes example data under data/ from what came before.
