@@ -89,24 +89,28 @@ def build_source_shards(files: list[Path], out: Path) -> Path:
     return out
 
 
+def schedule_overrides(args: argparse.Namespace, shards: Path, iters: int) -> list[str]:
+    """The keys every run of the bench sets: the shards, ``iters`` iterations with their warmup and
+    cosine decay, the evaluation and logging cadence, and the ranks."""
+    return [
+        f"data.shards='{shards}'",
+        f"train.max_iters={iters}",
+        f"optim.lr_decay_iters={iters}",
+        f"optim.warmup_iters={min(100, iters // 10)}",
+        f"train.eval_interval={args.eval_interval}",
+        f"train.eval_iters={args.eval_iters}",
+        f"train.log_interval={args.eval_interval}",
+        f"launch.num_processes={RANKS}",
+    ]
+
+
 def arm_configs(args: argparse.Namespace, shards: Path, out: Path) -> dict[str, list[Any]]:
     """``{arm: [config per seed]}``; every arm shares the training and evaluation keys."""
     from training.config import load_config
     from training.lm_config import LMCollabConfig
 
     hs = [int(h) for h in args.h.split(",")]
-    common = [
-        f"data.shards='{shards}'",
-        f"train.max_iters={args.iters}",
-        f"optim.lr_decay_iters={args.iters}",
-        f"optim.warmup_iters={min(100, args.iters // 10)}",
-        f"train.eval_interval={args.eval_interval}",
-        f"train.eval_iters={args.eval_iters}",
-        f"train.log_interval={args.eval_interval}",
-        f"launch.num_processes={RANKS}",
-        "run.checkpoint=false",
-        *args.set,
-    ]
+    common = [*schedule_overrides(args, shards, args.iters), "run.checkpoint=false", *args.set]
     if args.warm_start:  # every arm starts from the model of one data-parallel pretraining run
         common.append(f"train.init_from='{out / 'pretrain'}'")
     collab: dict[str, LMCollabConfig | None] = {"ddp": None}
@@ -143,22 +147,10 @@ def pretrain_config(args: argparse.Namespace, shards: Path, out: Path) -> Any:
     pretrained with ordinary training."""
     from training.config import load_config
 
-    n = args.warm_start
+    overrides = schedule_overrides(args, shards, args.warm_start)
     return load_config(
         ROOT / "conf" / "train" / "gpt_char.toml",
-        [
-            f"data.shards='{shards}'",
-            f"train.max_iters={n}",
-            f"optim.lr_decay_iters={n}",
-            f"optim.warmup_iters={min(100, n // 10)}",
-            f"train.eval_interval={args.eval_interval}",
-            f"train.eval_iters={args.eval_iters}",
-            f"train.log_interval={args.eval_interval}",
-            f"launch.num_processes={RANKS}",
-            "train.seed=0",
-            f"run.dir='{out / 'pretrain'}'",
-            *args.set,
-        ],
+        [*overrides, "train.seed=0", f"run.dir='{out / 'pretrain'}'", *args.set],
     )
 
 

@@ -18,6 +18,7 @@ newest one; on CPU the resumed run is bitwise the uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any
@@ -146,9 +147,9 @@ class PeerTraining:
         self.exchanging = self.c.mode == "dml" and world > 1
         self.copies: dict[int, nn.Module] = {}
         if self.exchanging:
-            self.copies = {
-                r: build_replica(cfg, run.vocab_size, 0, ctx.device).eval() for r in range(world) if r != rank
-            }
+            # Shells of the peer's shape: their weights are replaced by the exchange at the first
+            # step (or on resume) before any use, so they are neither initialised nor loaded.
+            self.copies = {r: copy.deepcopy(self.model).eval() for r in range(world) if r != rank}
             for peer in self.copies.values():
                 peer.requires_grad_(False)
         self.exchanges = 0

@@ -52,12 +52,14 @@ def _tokenizer_sha256(shards: str) -> str | None:
 
 
 def _mismatch(state: dict[str, Any], cfg: GPTConfig, vocab_size: int) -> str | None:
+    """Why the checkpoint ``state`` cannot start this run, and what to do; None when it can."""
+    fix = "start from a run with the same model keys and token shards, or clear the key"
     recorded = state["extra"]["model"]
     for key in SHAPE_KEYS:
         if recorded.get(key) != getattr(cfg.model, key):
-            return f"its model.{key} is {recorded.get(key)!r}, this run's {getattr(cfg.model, key)!r}"
+            return f"its model.{key} is {recorded.get(key)!r}, this run's {getattr(cfg.model, key)!r}; {fix}"
     if int(state["extra"]["vocab_size"]) != vocab_size:
-        return f"its vocabulary has {state['extra']['vocab_size']} ids, this run's shards {vocab_size}"
+        return f"its vocabulary has {state['extra']['vocab_size']} ids, this run's shards {vocab_size}; {fix}"
     # The same number of ids is not the same ids: compare the tokenizers where both manifests say.
     theirs, ours = (
         _tokenizer_sha256(str(state["extra"].get("shards", ""))),
@@ -72,25 +74,16 @@ def _mismatch(state: dict[str, Any], cfg: GPTConfig, vocab_size: int) -> str | N
     return None
 
 
-def check_init_from(cfg: GPTConfig, vocab_size: int) -> None:
-    """ValueError naming ``train.init_from`` unless it holds a GPT of this run's architecture, vocabulary
-    and tokenizer."""
-    why = _mismatch(_read(cfg.train.init_from), cfg, vocab_size)
-    if why is not None:
-        raise ValueError(
-            f"{KEY}: the run in {cfg.train.init_from} does not fit this one: {why}"
-            + (
-                ""
-                if "tokenizer" in why
-                else "; start from a run with the same model keys and token shards, or clear the key"
-            )
-        )
-
-
 def init_weights(cfg: GPTConfig, vocab_size: int) -> dict[str, torch.Tensor]:
-    """The model state of the GPT run in ``train.init_from``, checked against this run."""
+    """The model state of the GPT run in ``train.init_from``; ValueError naming the key unless that
+    run holds a GPT of this run's architecture, vocabulary and tokenizer."""
     state = _read(cfg.train.init_from)
     why = _mismatch(state, cfg, vocab_size)
     if why is not None:
         raise ValueError(f"{KEY}: the run in {cfg.train.init_from} does not fit this one: {why}")
     return state["model"]
+
+
+def check_init_from(cfg: GPTConfig, vocab_size: int) -> None:
+    """The driver's check before launching: :func:`init_weights`, the weights left unused."""
+    init_weights(cfg, vocab_size)
