@@ -64,7 +64,7 @@ def run_outer(cfg: GPTConfig, ctx: DistContext, t_enter: float) -> dict[str, Any
     """A DiLoCo or FedAvg run on this rank (collective); returns the result."""
     run = CollabRun(cfg, ctx, t_enter)
     c = run.c
-    model = build_replica(cfg, run.vocab_size, cfg.train.seed, ctx.device)
+    model = build_replica(cfg, run.vocab_size, cfg.train.seed, ctx)
     replica = Replica(cfg, ctx, run.train_windows, model)
     # The shared outer parameters: the same on every rank, moved only by the outer step.
     outer = copy.deepcopy(model)

@@ -142,7 +142,7 @@ class PeerTraining:
         cfg, ctx = run.cfg, run.ctx
         self.run, self.cfg, self.ctx, self.c = run, cfg, ctx, run.c
         rank, world = ctx.global_rank, ctx.world_size
-        self.model = build_replica(cfg, run.vocab_size, peer_seed(cfg, rank), ctx.device)
+        self.model = build_replica(cfg, run.vocab_size, peer_seed(cfg, rank), ctx)
         self.replica = Replica(cfg, ctx, run.train_windows, self.model)
         self.exchanging = self.c.mode == "dml" and world > 1
         self.copies: dict[int, nn.Module] = {}

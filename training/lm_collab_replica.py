@@ -61,15 +61,15 @@ def peer_seed(cfg: GPTConfig, rank: int) -> int:
     return cfg.train.seed + 1000 * rank
 
 
-def build_replica(cfg: GPTConfig, vocab_size: int, seed: int, device: torch.device) -> GPT:
+def build_replica(cfg: GPTConfig, vocab_size: int, seed: int, ctx: DistContext) -> GPT:
     """A GPT initialised from ``seed`` (or loaded from ``train.init_from``) without touching the
     global RNG stream."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_gpt(cfg.model, vocab_size)
     if cfg.train.init_from:
-        model.load_state_dict(init_weights(cfg, vocab_size))
-    return model.to(device)
+        model.load_state_dict(init_weights(cfg, vocab_size, ctx))
+    return model.to(ctx.device)
 
 
 def param_bytes(model: nn.Module) -> int:

@@ -21,6 +21,8 @@ import torch
 
 from contracts.manifest import Manifest
 from contracts.rundir import RunDir
+from training.checkpoint import read_on_main_rank
+from training.dist import DistContext
 from training.lm_config import GPTConfig
 
 KEY = "train.init_from"
@@ -74,9 +76,7 @@ def _mismatch(state: dict[str, Any], cfg: GPTConfig, vocab_size: int) -> str | N
     return None
 
 
-def init_weights(cfg: GPTConfig, vocab_size: int) -> dict[str, torch.Tensor]:
-    """The model state of the GPT run in ``train.init_from``; ValueError naming the key unless that
-    run holds a GPT of this run's architecture, vocabulary and tokenizer."""
+def _checked_weights(cfg: GPTConfig, vocab_size: int) -> dict[str, torch.Tensor]:
     state = _read(cfg.train.init_from)
     why = _mismatch(state, cfg, vocab_size)
     if why is not None:
@@ -84,6 +84,15 @@ def init_weights(cfg: GPTConfig, vocab_size: int) -> dict[str, torch.Tensor]:
     return state["model"]
 
 
+def init_weights(cfg: GPTConfig, vocab_size: int, ctx: DistContext) -> dict[str, torch.Tensor]:
+    """Collective: the model state of the GPT run in ``train.init_from``, read on the main rank and
+    sent to the others; ValueError naming the key (on every rank) unless that run holds a GPT of this
+    run's architecture, vocabulary and tokenizer. Read once, on the rank that wrote it when the earlier
+    run ran in this process group just before (``main_many``), so that no rank can read it before
+    that rank has finished writing it."""
+    return read_on_main_rank(lambda: _checked_weights(cfg, vocab_size), ctx, (ValueError,))
+
+
 def check_init_from(cfg: GPTConfig, vocab_size: int) -> None:
-    """The driver's check before launching: :func:`init_weights`, the weights left unused."""
-    init_weights(cfg, vocab_size)
+    """The driver's check before launching: the ranks' check, the weights left unused."""
+    _checked_weights(cfg, vocab_size)

@@ -229,7 +229,7 @@ def run_training(cfg: GPTConfig, ctx: DistContext, t_enter: float | None = None)
     torch.manual_seed(cfg.train.seed)
     base = build_gpt(cfg.model, vocab_size)
     if cfg.train.init_from:
-        base.load_state_dict(init_weights(cfg, vocab_size))
+        base.load_state_dict(init_weights(cfg, vocab_size, ctx))
     model = wrap(base, cfg.train.strategy, ctx)
     # Bytes sent through the gradient all-reduce, counted at the call (training.comm); FSDP's
     # gathers and reduce-scatters are not counted (comm_bytes is then None).
