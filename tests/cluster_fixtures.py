@@ -13,11 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from job_driver import JobDriver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SH = REPO_ROOT / "scripts" / "cluster.sh"
@@ -238,92 +239,9 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:  # type:
     return bool(predicate())
 
 
-class Driver:
-    """A spark-submitted ``tests/cluster_driver.py``: one application that runs jobs on request."""
-
-    def __init__(self, cluster: Cluster, requests: Path, results: Path) -> None:
-        self.requests = requests
-        self.results = results
-        self.output: list[str] = []
-        self._next_id = 1
-        command = submit_command(
-            cluster.master_url,
-            cluster.directory / "spark_collab.zip",
-            "tests/cluster_driver.py",
-            str(requests),
-            str(results),
-        )
-        # Its own session, so teardown can stop the driver JVM and its Python (and torchrun) children.
-        self.proc = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=submit_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.wait(0, timeout=180)
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    def start(self, *argv: str) -> int:
-        """Send a job (``spark-collab`` arguments); returns its id for :meth:`wait`."""
-        job_id, self._next_id = self._next_id, self._next_id + 1
-        self._send({"id": job_id, "argv": list(argv)})
-        return job_id
-
-    def _send(self, request: dict) -> None:
-        with self.requests.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(request) + "\n")
-
-    def result(self, job_id: int) -> dict | None:
-        if not self.results.exists():
-            return None
-        for line in self.results.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
-            if entry["id"] == job_id:
-                return entry
-        return None
-
-    def wait(self, job_id: int, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = self.result(job_id)
-            if entry is not None:
-                return entry
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"driver exited ({self.proc.returncode}):\n{self.tail()}")
-            time.sleep(0.2)
-        raise TimeoutError(f"job {job_id} did not finish within {timeout}s:\n{self.tail()}")
-
-    def run(self, *argv: str, timeout: float = 240) -> dict:
-        return self.wait(self.start(*argv), timeout)
-
-    def tail(self, chars: int = 4000) -> str:
-        return "".join(self.output)[-chars:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self._send({"stop": True})  # the driver leaves its loop and stops Spark
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def leftovers(self) -> list[int]:
-        """Live processes of the driver's session (driver JVM, Python driver, local-mode torch ranks)."""
-        alive = []
-        for entry in Path("/proc").glob("[0-9]*"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                # fields[0] is the state, [3] the session id; zombies are already dead.
-                if int(fields[3]) == self.proc.pid and fields[0] != "Z":
-                    alive.append(int(entry.name))
-        return alive
+def cluster_driver(cluster: Cluster, requests: Path, results: Path) -> JobDriver:
+    """``tests/job_driver.py`` spark-submitted to ``cluster``: one application that runs jobs on request."""
+    command = submit_command(
+        cluster.master_url, cluster.directory / "spark_collab.zip", "tests/job_driver.py"
+    )
+    return JobDriver(command, requests, results, cwd=REPO_ROOT, env=submit_env())

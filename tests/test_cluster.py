@@ -2,10 +2,11 @@
 
 The module starts its own cluster (scripts/cluster.sh on free ports, a temporary run directory),
 builds the --py-files archive (scripts/make_dist.py) and spark-submits one driver application
-(tests/cluster_driver.py) that runs the jobs through the same entry point as ``spark-collab``;
+(tests/job_driver.py) that runs the jobs through the same entry point as ``spark-collab``;
 one application instead of one per job saves a driver and two executor JVM start-ups per job.
 The tests kill workers and ranks on purpose and check results against plain-Python references
-or undisturbed runs. Teardown stops the cluster and fails if any of its processes (daemons,
+or undisturbed runs; automatic restarts (a rank SIGKILLed in two attempts in a row) heal a run to
+the undisturbed one bit for bit, or fail naming both kills. Teardown stops the cluster and fails if any of its processes (daemons,
 executors, Python workers, torch ranks) is left.
 """
 
@@ -24,7 +25,7 @@ import pytest
 from cluster_fixtures import (
     REPO_ROOT,
     Cluster,
-    Driver,
+    cluster_driver,
     free_port,
     listening_addresses,
     marked_pids,
@@ -33,6 +34,7 @@ from cluster_fixtures import (
     submit_env,
     wait_for,
 )
+from job_driver import JobDriver
 
 pytestmark = pytest.mark.cluster
 
@@ -54,7 +56,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def driver(cluster: Cluster):
-    app = Driver(
+    app = cluster_driver(
         cluster, cluster.directory / "driver-requests.jsonl", cluster.directory / "driver-results.jsonl"
     )
     try:
@@ -72,7 +74,7 @@ def two_workers(cluster: Cluster) -> Cluster:
     return cluster
 
 
-def run_ok(driver: Driver, *argv: str) -> dict:
+def run_ok(driver: JobDriver, *argv: str) -> dict:
     result = driver.run(*argv, timeout=JOB_TIMEOUT_S)
     assert result["rc"] == 0, f"{argv[0]} failed: {result['stderr'][-3000:]}\n{driver.tail()}"
     return result
@@ -84,7 +86,7 @@ def executors_on_all_workers(cluster: Cluster) -> bool:
     return len(apps) == 1 and apps[0]["cores"] == cluster.workers
 
 
-def kill_worker_mid_job(cluster: Cluster, driver: Driver, *argv: str) -> dict:
+def kill_worker_mid_job(cluster: Cluster, driver: JobDriver, *argv: str) -> dict:
     """Start a job, SIGKILL worker 1 once it has finished a task of it, return the job's result."""
     # A restarted worker needs a few seconds to start the application's executor.
     assert wait_for(lambda: executors_on_all_workers(cluster), 90), cluster.status()
@@ -208,7 +210,7 @@ def read_counts(out_dir: Path) -> Counter[str]:
 
 
 def test_worker_killed_mid_wordcount_gives_exact_counts(
-    two_workers: Cluster, driver: Driver, tmp_path: Path
+    two_workers: Cluster, driver: JobDriver, tmp_path: Path
 ) -> None:
     cluster = two_workers
     expected = write_corpus(tmp_path / "corpus", files=8, lines_per_file=3000)
@@ -241,7 +243,7 @@ SHARD_ARGS = ("shard", "--source", "digits", "--shards", "2")
 
 
 @pytest.fixture(scope="module")
-def digit_shards(cluster: Cluster, driver: Driver, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def digit_shards(cluster: Cluster, driver: JobDriver, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An undisturbed shard run on the cluster: the reference manifest, and training's input."""
     cluster.up()
     out = tmp_path_factory.mktemp("reference") / "digits"
@@ -266,7 +268,7 @@ def assert_files_match_manifest(directory: Path) -> None:
 
 
 def test_worker_killed_mid_sharding_leaves_nothing_half_done(
-    two_workers: Cluster, driver: Driver, digit_shards: Path, tmp_path: Path
+    two_workers: Cluster, driver: JobDriver, digit_shards: Path, tmp_path: Path
 ) -> None:
     cluster = two_workers
     out_dir = tmp_path / "shards"
@@ -328,7 +330,7 @@ def read_result(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def distributed_run(
-    cluster: Cluster, driver: Driver, digit_shards: Path, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, driver: JobDriver, digit_shards: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """Undisturbed training on the cluster: TorchDistributor distributed mode, one barrier task per rank."""
     cluster.up()
@@ -343,7 +345,7 @@ def distributed_run(
 
 @pytest.mark.distributed
 def test_distributed_mode_on_the_cluster_matches_local_mode(
-    driver: Driver, distributed_run: Path, digit_shards: Path, tmp_path: Path
+    driver: JobDriver, distributed_run: Path, digit_shards: Path, tmp_path: Path
 ) -> None:
     local_dir = tmp_path / "local"
     run_ok(driver, *train_args(digit_shards, local_dir, "launch.local_mode=true"))
@@ -358,7 +360,7 @@ def test_distributed_mode_on_the_cluster_matches_local_mode(
 
 @pytest.mark.distributed
 def test_rank_killed_mid_epoch_then_resume_matches_undisturbed(
-    two_workers: Cluster, driver: Driver, distributed_run: Path, digit_shards: Path, tmp_path: Path
+    two_workers: Cluster, driver: JobDriver, distributed_run: Path, digit_shards: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "faulted"
     # fault.mode=exit: rank 1 dies with os._exit(1) at step 30, no traceback (like a SIGKILL or OOM kill).
@@ -386,7 +388,7 @@ def test_rank_killed_mid_epoch_then_resume_matches_undisturbed(
 
 @pytest.mark.distributed
 def test_a_shipped_model_predicts_as_the_shared_one_on_the_cluster(
-    driver: Driver, distributed_run: Path, digit_shards: Path, tmp_path: Path
+    driver: JobDriver, distributed_run: Path, digit_shards: Path, tmp_path: Path
 ) -> None:
     """--ship-model under a cluster master: the files travel as one archive (a local directory is
     refused there) and the executors predict exactly what they predict from shared storage."""
@@ -412,3 +414,52 @@ def test_a_shipped_model_predicts_as_the_shared_one_on_the_cluster(
         shipped["prediction"] == shared["prediction"] and shipped["probabilities"] == shared["probabilities"]
     )
     assert len(shared["id"]) > 0
+
+
+# ---------------------------------------------------------------------------------------- restarts
+
+# Rank 1 dies before step FAIL_AT_STEP in the first two attempts; a checkpoint every 10 steps
+# (step 30 included) lets each attempt resume right there.
+KILLED_TWICE = (
+    "launch.local_mode=false",
+    "fault.fail_rank=1",
+    f"fault.fail_at_step={FAIL_AT_STEP}",
+    "fault.mode=kill",
+    "fault.attempts=2",
+    "run.checkpoint_every=10",
+    # Three attempts of a cluster launch: a minute each on a busy 2-core machine.
+    "launch.timeout_s=900",
+)
+RESTARTS_TIMEOUT_S = 1000
+
+
+@pytest.mark.distributed
+def test_a_rank_killed_twice_heals_with_two_restarts(
+    two_workers: Cluster, driver: JobDriver, distributed_run: Path, digit_shards: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "healed"
+    result = driver.run(
+        *train_args(digit_shards, run_dir, *KILLED_TWICE, "launch.max_restarts=2"), timeout=RESTARTS_TIMEOUT_S
+    )
+    assert result["rc"] == 0, f"{result['stderr'][-3000:]}\n{driver.tail()}"
+    healed, undisturbed = read_result(run_dir), read_result(distributed_run)
+    restarts = healed["restarts"]
+    assert [(r["attempt"], r["rank"], r["kind"]) for r in restarts] == [(1, 1, "killed"), (2, 1, "killed")]
+    assert [r["resume_step"] for r in restarts] == [FAIL_AT_STEP // 10 * 10] * 2
+    assert healed["steps"] == undisturbed["steps"]
+    assert_same_state(model_state(run_dir), model_state(distributed_run), atol=0)
+    for key in ("train_loss", "val_accuracy", "test_accuracy"):
+        assert healed[key] == undisturbed[key], key
+
+
+@pytest.mark.distributed
+def test_two_kills_with_one_restart_fail_naming_both(
+    two_workers: Cluster, driver: JobDriver, digit_shards: Path, tmp_path: Path
+) -> None:
+    args = train_args(digit_shards, tmp_path / "failed", *KILLED_TWICE, "launch.max_restarts=1")
+    result = driver.run(*args, timeout=RESTARTS_TIMEOUT_S)
+    assert result["rc"] == 1, driver.tail()
+    errors = [line for line in result["stderr"].splitlines() if line.startswith("error:")]
+    assert errors, result["stderr"][-3000:]
+    assert "2 attempts failed (launch.max_restarts=1)" in errors[0]
+    assert "attempt 1: rank 1 killed" in errors[0] and "attempt 2: rank 1 killed" in errors[0]

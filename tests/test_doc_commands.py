@@ -1,6 +1,7 @@
 """Every command in the ``bash`` blocks of ``docs/*.md`` runs as written, doc by doc, in reading order.
 
-The same harness as the README's (``test_readme_commands``): a working copy with the repository
+The same harness as the README's (``test_readme_commands``; plain ``spark-collab`` commands go to its
+long-lived job driver): a working copy with the repository
 linked in and an empty ``runs/``, downloads replaced by their copies in ``../shared/data``, long runs
 shortened by ``LONG_RUNS``. The docs are run in the order a reader meets them, so that a doc finds
 what an earlier one made (``training.md`` trains the run that ``predict.md`` scores).
@@ -28,8 +29,10 @@ import pytest
 from test_readme_commands import (
     ROOT,
     Command,
+    job_driver,  # noqa: F401 (a fixture: plain spark-collab commands run in one long-lived driver)
+    plain_spark_collab,
     readme_commands,
-    run_command,
+    run_as_written,
     skip_reason,
     working_copy,
 )
@@ -87,13 +90,13 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("doc", "command"), doc_commands(), ids=lambda v: v if isinstance(v, str) else v.name
 )
-def test_doc_command_runs(doc: str, command: Command, workdir: Path) -> None:
+def test_doc_command_runs(doc: str, command: Command, workdir: Path, request: pytest.FixtureRequest) -> None:
     reason = doc_skip_reason(doc, command, workdir)
     if reason:
         pytest.skip(reason)
-    proc, tail = run_command(command, workdir)
-    assert proc.returncode == command.expected_exit, (
-        f"docs/{doc} line {command.line}: {command.as_run()}\nexit {proc.returncode}\n{tail}"
+    returncode, stderr, tail = run_as_written(command, workdir, request, plain_spark_collab(command))
+    assert returncode == command.expected_exit, (
+        f"docs/{doc} line {command.line}: {command.as_run()}\nexit {returncode}\n{tail}"
     )
     if command.expected_exit == 0:
-        assert not re.search(r"^Traceback", proc.stderr, re.MULTILINE), tail
+        assert not re.search(r"^Traceback", stderr, re.MULTILINE), tail

@@ -14,6 +14,13 @@ Runs that take many minutes as written (the GPT baby run, the CNN's 30 epochs, t
 over 3 seeds) run with a shortening option appended (``LONG_RUNS``): every other part of the
 command is checked as written. A command whose README comment says ``exit N`` must exit with N.
 It launches torch ranks and takes minutes, so ``make test-fast`` leaves it out (``distributed``).
+
+The first ``spark-collab`` command, and every command that needs the shell (pipes, variables,
+loops, globs, other programs), runs in a fresh bash. The other ``spark-collab`` commands go to one
+long-lived process started in the same working directory with the same environment
+(``tests/job_driver.py``), which runs each through the command's own entry point
+(``spark_jobs.__main__.main``) in one Spark session: a fresh Python with torch and a fresh JVM per
+command cost about as much as the commands themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from job_driver import JobDriver
 
 pytestmark = pytest.mark.distributed
 
@@ -63,6 +71,9 @@ DATA_PATH = re.compile(r"(?<![\w./])data/[\w./-]*")
 PREPARES_DATA = re.compile(r"\.venv/bin/python -c ")
 REDIRECT_TARGET = re.compile(r">\s*\S+")
 EXPECTED_EXIT = re.compile(r"#.*\bexit (\d+)\b")
+SPARK_COLLAB = ".venv/bin/spark-collab"
+# Anything bash would do more with than split words: such a command runs in bash.
+NEEDS_SHELL = re.compile(r"[|&;<>()$`*?\[\]{}~]|^\s*\w+=")
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,7 @@ def _skip_reason(command: Command, workdir: Path) -> str:
 
 
 COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
+FIRST_SPARK_COLLAB = next(c for c in COMMANDS if c.text.split()[0] == SPARK_COLLAB)
 
 
 def test_the_readme_has_commands() -> None:
@@ -195,19 +207,65 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return working_copy(tmp_path_factory.mktemp("readme"))
 
 
-def run_command(command: Command, workdir: Path) -> tuple[subprocess.CompletedProcess[str], str]:
-    """Run ``command`` (shortened when long) with bash in ``workdir``; the process and its output's tail."""
+@pytest.fixture(scope="module")
+def job_driver(workdir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One process running the plain commands, in the working copy, started as a user's shell would."""
+    mailbox = tmp_path_factory.mktemp("readme-driver")
+    driver = JobDriver(
+        [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "tests" / "job_driver.py")],
+        mailbox / "requests.jsonl",
+        mailbox / "results.jsonl",
+        cwd=workdir,
+        env=shell_env(),
+    )
+    try:
+        yield driver
+    finally:
+        driver.stop()
+        assert not driver.leftovers(), f"driver processes left: {driver.leftovers()}"
+
+
+def shell_env() -> dict[str, str]:
+    """The environment of a user's shell: no gateway of this test run's JVM, so a fresh one starts."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("PYSPARK_GATEWAY_PORT", None)  # a fresh JVM per command, as in a user's shell
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    return env
+
+
+def run_command(command: Command, workdir: Path) -> tuple[int, str, str]:
+    """Run ``command`` (shortened when long) with bash in ``workdir``: exit code, stderr, output's tail."""
     proc = subprocess.run(
         ["bash", "-c", command.as_run()],
         cwd=workdir,
-        env=env,
+        env=shell_env(),
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_S,
     )
-    return proc, "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+    return proc.returncode, proc.stderr, "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+
+
+def run_in_driver(command: Command, driver: JobDriver) -> tuple[int, str, str]:
+    """Run a plain ``spark-collab`` command through the long-lived driver: exit code, stderr (the
+    job's own, and what the driver process printed meanwhile: torch ranks' output), output's tail."""
+    printed_before = len(driver.output)
+    result = driver.run(*shlex.split(command.as_run())[1:], timeout=COMMAND_TIMEOUT_S)
+    stderr = result["stderr"] + "".join(driver.output[printed_before:])
+    return result["rc"], stderr, "\n".join(stderr.splitlines()[-25:])
+
+
+def plain_spark_collab(command: Command) -> bool:
+    """A ``spark-collab`` command that needs no shell to run as written."""
+    return command.as_run().split()[0] == SPARK_COLLAB and not NEEDS_SHELL.search(command.as_run())
+
+
+def run_as_written(
+    command: Command, workdir: Path, request: pytest.FixtureRequest, in_driver: bool
+) -> tuple[int, str, str]:
+    """Run ``command`` in bash, or through the module's ``job_driver`` when ``in_driver``."""
+    if in_driver:
+        return run_in_driver(command, request.getfixturevalue("job_driver"))
+    return run_command(command, workdir)
 
 
 def working_copy(work: Path) -> Path:
@@ -228,14 +286,16 @@ def working_copy(work: Path) -> Path:
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
-def test_readme_command_runs(command: Command, workdir: Path) -> None:
+def test_readme_command_runs(command: Command, workdir: Path, request: pytest.FixtureRequest) -> None:
     reason = skip_reason(command, workdir)
     if reason:
         pytest.skip(reason)
-    proc, tail = run_command(command, workdir)
+    # The first spark-collab command runs in a fresh process, as a newcomer's first one does.
+    in_driver = plain_spark_collab(command) and command != FIRST_SPARK_COLLAB
+    returncode, stderr, tail = run_as_written(command, workdir, request, in_driver)
     expected = command.expected_exit
-    assert proc.returncode == expected, (
-        f"README line {command.line}: {command.as_run()}\nexit {proc.returncode}\n{tail}"
+    assert returncode == expected, (
+        f"README line {command.line}: {command.as_run()}\nexit {returncode}\n{tail}"
     )
     if expected == 0:
-        assert not re.search(r"^Traceback", proc.stderr, re.MULTILINE), tail
+        assert not re.search(r"^Traceback", stderr, re.MULTILINE), tail
