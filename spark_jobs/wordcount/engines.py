@@ -61,9 +61,9 @@ def _arrow_count_task(tokenizer: str) -> ArrowTask:
     return count_batches
 
 
-def _split_count_task(tokenizer: str) -> ArrowTask:
-    """Map side of the ``arrow`` engine when each task reads its own byte range of a local file
-    (runs in the workers)."""
+def _split_count_task(tokenizer: str, splits: Sequence[tuple[str, int, int]]) -> ArrowTask:
+    """Map side of the ``arrow`` engine when each task reads its own byte ranges of local files
+    (runs in the workers): its rows are indexes into ``splits``, which travel with the function."""
 
     def count_splits(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from spark_jobs.wordcount.combiner import BatchCounter
@@ -71,8 +71,8 @@ def _split_count_task(tokenizer: str) -> ArrowTask:
 
         counter = BatchCounter(tokenizer)
         for batch in batches:
-            for path, start, end in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
-                for block in read_split(path, start, end):
+            for index in batch.column(0).to_pylist():
+                for block in read_split(*splits[index]):
                     counter.add_blob(block)
         yield counter.result()
 
@@ -91,8 +91,10 @@ def count_arrow(spark: SparkSession, files: Sequence[str], tokenizer: str, direc
         # Local (or shared-mount) files: each task reads its byte range itself, so the text never
         # passes through the JVM line reader, and never travels as one row per line.
         splits = byte_splits(files, spark.sparkContext.defaultParallelism)
-        ranges = spark.sparkContext.parallelize(splits, len(splits)).toDF("path string, start long, end long")
-        partials = ranges.mapInArrow(_split_count_task(tokenizer), OUTPUT_SCHEMA)
+        # One task per split, numbered by the JVM (spark.range): rows made in Python
+        # (parallelize + toDF) would need Python workers of their own in every map task.
+        indexes = spark.range(0, len(splits), 1, numPartitions=len(splits))
+        partials = indexes.mapInArrow(_split_count_task(tokenizer, splits), OUTPUT_SCHEMA)
     else:
         # Each line goes to Python as raw bytes with its "\n" so a batch is one contiguous buffer;
         # bytes, not strings, so invalid UTF-8 reaches our decoder instead of being replaced silently.
