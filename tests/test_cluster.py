@@ -328,6 +328,17 @@ def read_result(run_dir: Path) -> dict:
     return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
 
 
+def assert_ends_as_undisturbed(run_dir: Path, undisturbed_dir: Path) -> dict:
+    """The run ended exactly as the undisturbed one did: steps, weights bit for bit, losses and
+    accuracies. Returns its result."""
+    result, undisturbed = read_result(run_dir), read_result(undisturbed_dir)
+    assert result["steps"] == undisturbed["steps"]
+    assert_same_state(model_state(run_dir), model_state(undisturbed_dir), atol=0)
+    for key in ("train_loss", "val_accuracy", "test_accuracy"):
+        assert result[key] == undisturbed[key], key
+    return result
+
+
 @pytest.fixture(scope="module")
 def distributed_run(
     cluster: Cluster, driver: JobDriver, digit_shards: Path, tmp_path_factory: pytest.TempPathFactory
@@ -377,13 +388,9 @@ def test_rank_killed_mid_epoch_then_resume_matches_undisturbed(
     assert [m["epoch"] for m in metrics] == [1]
 
     run_ok(driver, *train_args(digit_shards, run_dir, "launch.local_mode=false", "run.resume=true"))
-    resumed, undisturbed = read_result(run_dir), read_result(distributed_run)
-    assert resumed["resumed_from_epoch"] == 1
-    assert resumed["steps"] == undisturbed["steps"]
     # Resumed from the epoch-1 checkpoint (model, optimizer, scheduler, RNG) == never interrupted.
-    assert_same_state(model_state(run_dir), model_state(distributed_run), atol=0)
-    for key in ("train_loss", "val_accuracy", "test_accuracy"):
-        assert resumed[key] == undisturbed[key], key
+    resumed = assert_ends_as_undisturbed(run_dir, distributed_run)
+    assert resumed["resumed_from_epoch"] == 1
 
 
 @pytest.mark.distributed
@@ -442,14 +449,9 @@ def test_a_rank_killed_twice_heals_with_two_restarts(
         *train_args(digit_shards, run_dir, *KILLED_TWICE, "launch.max_restarts=2"), timeout=RESTARTS_TIMEOUT_S
     )
     assert result["rc"] == 0, f"{result['stderr'][-3000:]}\n{driver.tail()}"
-    healed, undisturbed = read_result(run_dir), read_result(distributed_run)
-    restarts = healed["restarts"]
+    restarts = assert_ends_as_undisturbed(run_dir, distributed_run)["restarts"]
     assert [(r["attempt"], r["rank"], r["kind"]) for r in restarts] == [(1, 1, "killed"), (2, 1, "killed")]
     assert [r["resume_step"] for r in restarts] == [FAIL_AT_STEP // 10 * 10] * 2
-    assert healed["steps"] == undisturbed["steps"]
-    assert_same_state(model_state(run_dir), model_state(distributed_run), atol=0)
-    for key in ("train_loss", "val_accuracy", "test_accuracy"):
-        assert healed[key] == undisturbed[key], key
 
 
 @pytest.mark.distributed

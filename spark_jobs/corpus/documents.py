@@ -36,7 +36,6 @@ DOCS_SCHEMA = pa.schema(
     [("doc_id", pa.int64()), ("source", pa.string()), ("offset", pa.int64()), ("text", pa.string())]
 )
 DOCS_DDL = "doc_id long, source string, offset long, text string"
-TASKS_DDL = "path string, file_index long, start long, end long"
 OFFSET_BITS = 40
 INPUT_ERROR_MARK = "corpus-input-error: "
 # Rows per Arrow batch a reading task yields, and bytes per read of a byte range.
@@ -229,14 +228,15 @@ def task_documents(path: str, file_index: int, start: int, end: int, docs: DocSp
             yield doc_id(file_index, offset), path, offset, text
 
 
-def read_task(docs: DocSpec):
-    """The ``mapInArrow`` function: task rows (TASKS_DDL) in, document rows (DOCS_DDL) out."""
+def read_task(docs: DocSpec, tasks: Sequence[tuple[str, int, int, int]]):
+    """The ``mapInArrow`` function: task numbers in (indexes into ``tasks``, the list of
+    :func:`plan_reads`, which travels with the function), document rows (DOCS_DDL) out."""
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         rows: list[tuple] = []
         for batch in batches:
-            for task in zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True):
-                for row in task_documents(*task, docs):
+            for index in batch.column(0).to_pylist():
+                for row in task_documents(*tasks[index], docs):
                     rows.append(row)
                     if len(rows) >= BATCH_DOCS:
                         yield _batch(rows)

@@ -24,7 +24,6 @@ from spark_jobs.common.output import check_no_overlap, check_output, staged_outp
 from spark_jobs.corpus import dedup
 from spark_jobs.corpus.documents import (
     DOCS_DDL,
-    TASKS_DDL,
     check_parquet_column,
     input_errors,
     plan_reads,
@@ -86,8 +85,10 @@ def read_documents(spark: SparkSession, files: Sequence[str], options: CorpusOpt
     parallelism = spark.sparkContext.defaultParallelism
     tasks = plan_reads(files, options.docs, parallelism)
     slices = min(len(tasks), 4 * parallelism)
-    frame = spark.sparkContext.parallelize(tasks, slices).toDF(TASKS_DDL)
-    return frame.mapInArrow(read_task(options.docs), DOCS_DDL)
+    # Tasks numbered by the JVM: rows made in Python (parallelize + toDF) would need a Python
+    # worker of their own in every reading task.
+    numbers = spark.range(0, len(tasks), 1, numPartitions=max(1, slices))
+    return numbers.mapInArrow(read_task(options.docs, tasks), DOCS_DDL)
 
 
 def length_filtered(docs: DataFrame, options: CorpusOptions) -> DataFrame:
