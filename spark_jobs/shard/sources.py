@@ -245,14 +245,14 @@ def arrays_to_dataframe(spark: SparkSession, features: np.ndarray, labels: np.nd
     n, dim = features.shape
     shipped = sc.broadcast((np.ascontiguousarray(features, dtype=np.float32), labels.astype(np.int32)))
     slices = max(1, min(sc.defaultParallelism, n))
-    bounds = [(i * n // slices, (i + 1) * n // slices) for i in range(slices)]
 
     def emit(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
         all_features, all_labels = shipped.value
         for batch in batches:
-            for lo, hi in zip(batch.column("lo").to_pylist(), batch.column("hi").to_pylist(), strict=True):
+            for piece in batch.column(0).to_pylist():
+                lo, hi = piece * n // slices, (piece + 1) * n // slices
                 for start in range(lo, hi, ARRAY_BATCH_ROWS):
                     stop = min(start + ARRAY_BATCH_ROWS, hi)
                     offsets = np.arange(0, (stop - start + 1) * dim, dim, dtype=np.int32)
@@ -267,8 +267,10 @@ def arrays_to_dataframe(spark: SparkSession, features: np.ndarray, labels: np.nd
                         names=["id", "label", "features"],
                     )
 
-    ranges = spark.createDataFrame(bounds, "lo long, hi long").repartition(slices)
-    df = ranges.mapInArrow(emit, "id long, label int, features array<float>")
+    # One task per slice of rows, numbered by the JVM: rows made in Python (createDataFrame) would
+    # need a Python worker of their own in every task, and spreading them a shuffle.
+    pieces = spark.range(0, slices, 1, numPartitions=slices)
+    df = pieces.mapInArrow(emit, "id long, label int, features array<float>")
     _shipped[id(df)] = shipped
     return df
 
