@@ -30,6 +30,8 @@ import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+JOB_END = "job_driver: job {} done"
+
 
 class _Tee(io.TextIOBase):
     """Write to the real stream and keep a copy (the job's ``error:`` line is what tests check)."""
@@ -87,6 +89,8 @@ def main() -> int:
                 sys.stderr = real_stderr
             result = {"id": request["id"], "rc": rc, "stderr": tee.copy.getvalue()}
             result["elapsed_s"] = time.monotonic() - start
+            # After everything the job printed (its ranks' output included): where it ends.
+            print(JOB_END.format(request["id"]), flush=True)
             out.write(json.dumps(result) + "\n")
             out.flush()
     spark.stop()
@@ -162,6 +166,18 @@ class JobDriver:
 
     def run(self, *argv: str, timeout: float = 240) -> dict:
         return self.wait(self.start(*argv), timeout)
+
+    def printed_by(self, job_id: int, timeout: float = 30) -> str:
+        """What the driver process printed while job ``job_id`` ran (its torch ranks' output too):
+        the lines between the previous job's end mark and this one's."""
+        end, begin = JOB_END.format(job_id) + "\n", JOB_END.format(job_id - 1) + "\n"
+        deadline = time.monotonic() + timeout
+        while end not in self.output and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = list(self.output)
+        last = lines.index(end) if end in lines else len(lines)
+        first = lines.index(begin) + 1 if begin in lines else 0
+        return "".join(lines[first:last])
 
     def tail(self, chars: int = 4000) -> str:
         return "".join(self.output)[-chars:]

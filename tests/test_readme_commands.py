@@ -246,11 +246,12 @@ def run_command(command: Command, workdir: Path) -> tuple[int, str, str]:
 
 
 def run_in_driver(command: Command, driver: JobDriver) -> tuple[int, str, str]:
-    """Run a plain ``spark-collab`` command through the long-lived driver: exit code, stderr (the
-    job's own, and what the driver process printed meanwhile: torch ranks' output), output's tail."""
-    printed_before = len(driver.output)
-    result = driver.run(*shlex.split(command.as_run())[1:], timeout=COMMAND_TIMEOUT_S)
-    stderr = result["stderr"] + "".join(driver.output[printed_before:])
+    """Run a plain ``spark-collab`` command through the long-lived driver: exit code, what the
+    driver process printed while it ran (the job's stderr, its torch ranks' output), its tail."""
+    job = driver.start(*shlex.split(command.as_run())[1:])
+    result = driver.wait(job, timeout=COMMAND_TIMEOUT_S)
+    # The driver prints the job's stderr as it goes, so its output has all of it, in order.
+    stderr = driver.printed_by(job) or result["stderr"]
     return result["rc"], stderr, "\n".join(stderr.splitlines()[-25:])
 
 
