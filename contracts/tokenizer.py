@@ -199,7 +199,10 @@ class BpeTokenizer(Tokenizer):
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         texts = list(texts)
-        encoded = [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        # The fast variant skips the character offsets, which nothing here uses (about 20% of the
+        # time on mixed English and Chinese text); older releases of the library lack it.
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        encoded = [e.ids for e in encode(texts, add_special_tokens=False)]
         return [
             self._encode_with_literal_eot(t) if EOT in t else ids
             for t, ids in zip(texts, encoded, strict=True)

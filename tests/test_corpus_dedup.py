@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from spark_jobs.corpus.dedup import exact_duplicates_removed, near_duplicate_clusters
+from spark_jobs.corpus.dedup import connected_components, exact_duplicates_removed, near_duplicate_clusters
 from spark_jobs.corpus.options import MinHashOptions
 
 NGRAM, THRESHOLD = 3, 0.7
@@ -102,6 +102,19 @@ def test_minhash_finds_the_planted_near_duplicates(corpus) -> None:
     # Components are those of the found edges, labelled by their smallest id (Python union-find).
     labels = {r["id"]: r["label"] for r in components.collect()}
     assert labels == union_find_labels(found)
+    # The distributed label propagation (used above the one-task size limit) finds the same.
+    distributed = connected_components(edges.select("src", "dst"), local_limit=0)
+    assert {r["id"]: r["label"] for r in distributed.collect()} == labels
+
+
+@pytest.mark.parametrize("local_limit", [0, 10_000])
+def test_components_of_a_long_chain_and_a_star(spark, local_limit: int) -> None:
+    # A path whose ids fall along it (the smallest id at the far end) and a star: one label each.
+    path = [(1000 - i, 999 - i) for i in range(300)]
+    star = [(5000, 5001 + i) for i in range(50)]
+    edges = spark.createDataFrame(path + star, "src long, dst long")
+    labels = {r["id"]: r["label"] for r in connected_components(edges, local_limit=local_limit).collect()}
+    assert labels == {**{v: 700 for v in range(700, 1001)}, **{v: 5000 for v in range(5000, 5051)}}
 
 
 def test_exact_dedup_keeps_the_first_of_each_normalized_text(corpus) -> None:

@@ -22,13 +22,14 @@ import gzip
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import pyarrow as pa
 
 from contracts.wordsplit import strip_line_boms
 from spark_jobs.common.errors import JobInputError
+from spark_jobs.corpus.keys import DocumentKeys
 from spark_jobs.corpus.options import DocSpec
 from spark_jobs.wordcount.tokenizers import decode_lines
 
@@ -228,21 +229,88 @@ def task_documents(path: str, file_index: int, start: int, end: int, docs: DocSp
             yield doc_id(file_index, offset), path, offset, text
 
 
-def read_task(docs: DocSpec, tasks: Sequence[tuple[str, int, int, int]]):
+def document_batches(
+    docs: DocSpec,
+    tasks: Sequence[tuple[str, int, int, int]],
+    indexes: Iterable[int],
+    keys: DocumentKeys | None,
+) -> Iterator[pa.RecordBatch]:
+    """Batches of the documents of ``tasks[i]`` for each ``i`` in ``indexes``: DOCS_SCHEMA, then the
+    columns of ``keys`` when given (:mod:`spark_jobs.corpus.keys`)."""
+    key_columns = keys.maker() if keys else None
+
+    def batch_of(rows: list[tuple]) -> pa.RecordBatch:
+        batch = _batch(rows)
+        if key_columns is None:
+            return batch
+        extra = key_columns([row[3] for row in rows])
+        return pa.RecordBatch.from_arrays([*batch.columns, *extra], schema=schema_with(keys))
+
+    rows: list[tuple] = []
+    for index in indexes:
+        for row in task_documents(*tasks[index], docs):
+            rows.append(row)
+            if len(rows) >= BATCH_DOCS:
+                yield batch_of(rows)
+                rows = []
+    if rows:
+        yield batch_of(rows)
+
+
+def schema_with(keys: DocumentKeys | None) -> pa.Schema:
+    return pa.schema([*DOCS_SCHEMA, *keys.fields]) if keys else DOCS_SCHEMA
+
+
+def _task_numbers(batches: Iterator[pa.RecordBatch]) -> Iterator[int]:
+    for batch in batches:
+        yield from batch.column(0).to_pylist()
+
+
+def read_task(docs: DocSpec, tasks: Sequence[tuple[str, int, int, int]], keys: DocumentKeys | None = None):
     """The ``mapInArrow`` function: task numbers in (indexes into ``tasks``, the list of
-    :func:`plan_reads`, which travels with the function), document rows (DOCS_DDL) out."""
+    :func:`plan_reads`, which travels with the function), document rows out: DOCS_DDL, followed by
+    ``keys.ddl`` when ``keys`` is given."""
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        rows: list[tuple] = []
-        for batch in batches:
-            for index in batch.column(0).to_pylist():
-                for row in task_documents(*tasks[index], docs):
-                    rows.append(row)
-                    if len(rows) >= BATCH_DOCS:
-                        yield _batch(rows)
-                        rows = []
-        if rows:
-            yield _batch(rows)
+        yield from document_batches(docs, tasks, _task_numbers(batches), keys)
+
+    return read
+
+
+def read_to_files_task(
+    docs: DocSpec, tasks: Sequence[tuple[str, int, int, int]], keys: DocumentKeys | None, directory: str
+):
+    """Like :func:`read_task`, but each Spark partition writes its rows to one Parquet file of its
+    own in ``directory`` (``part-NNNNN.parquet``, by partition number) and returns only
+    ``file string, rows long``.
+
+    The worker writes the file with pyarrow: the rows never cross into the JVM, which would
+    otherwise convert every text from Arrow and encode it into Parquet again. The file appears
+    under its name only when complete (written aside, then renamed); a retried task writes the
+    same bytes under the same name. It is uncompressed, without dictionaries: a work file read once
+    or twice on the same machine, where compressing costs more than it saves.
+    """
+
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        part = context.partitionId() if context else 0
+        name = f"part-{part:05d}.parquet"
+        final = os.path.join(directory, name)
+        # Spark's reader skips "_" folders, so an attempt that died midway leaves nothing it reads.
+        aside = os.path.join(directory, "_attempts", f"{name}.{context.attemptNumber() if context else 0}")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        rows = 0
+        with pq.ParquetWriter(aside, schema_with(keys), compression="none", use_dictionary=False) as out:
+            for batch in document_batches(docs, tasks, _task_numbers(batches), keys):
+                out.write_batch(batch)
+                rows += batch.num_rows
+        os.replace(aside, final)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([final]), pa.array([rows], pa.int64())], names=["file", "rows"]
+        )
 
     return read
 

@@ -1,9 +1,13 @@
 """The corpus pipeline: documents -> length filter -> dedup -> tokenizer -> tokens -> shards.
 
-Each stage's result is written as Parquet under a work directory inside the staged output (and
-removed before the output is moved into place), so no stage is computed twice and the driver never
-holds the text; the stage counts come from those files. Everything written depends only on the
-inputs and :class:`~spark_jobs.corpus.options.CorpusOptions`, so a rerun is byte-identical.
+The text is read once, together with the keys that filtering and dedup need
+(:mod:`spark_jobs.corpus.keys`). The length filter and dedup stages then work on those key columns
+alone and yield the ids of the documents that stay; the text is read again only to train the
+tokenizer and to tokenize the documents that stayed. Each stage's result is written as Parquet
+under a work directory inside the staged output (and removed before the output is moved into
+place), so no stage is computed twice and the driver never holds the text; the stage counts come
+from those files. Everything written depends only on the inputs and
+:class:`~spark_jobs.corpus.options.CorpusOptions`, so a rerun is byte-identical.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from spark_jobs.corpus.documents import (
     input_errors,
     plan_reads,
     read_task,
+    read_to_files_task,
 )
+from spark_jobs.corpus.keys import DocumentKeys
 from spark_jobs.corpus.options import CorpusOptions, validate
 from spark_jobs.corpus.shards import plan_shards, write_shards
 from spark_jobs.corpus.vocab import train_tokenizer
@@ -80,24 +86,84 @@ class _Stages:
         return saved, count
 
 
-def read_documents(spark: SparkSession, files: Sequence[str], options: CorpusOptions) -> DataFrame:
-    """The documents of ``files`` (DOCS_DDL), read by the executors."""
+def _numbered_reads(
+    spark: SparkSession, files: Sequence[str], options: CorpusOptions
+) -> tuple[list[tuple[str, int, int, int]], DataFrame]:
+    """The read tasks of :func:`plan_reads` and a frame of their numbers, spread over the executors."""
     parallelism = spark.sparkContext.defaultParallelism
     tasks = plan_reads(files, options.docs, parallelism)
     slices = min(len(tasks), 4 * parallelism)
     # Tasks numbered by the JVM: rows made in Python (parallelize + toDF) would need a Python
     # worker of their own in every reading task.
-    numbers = spark.range(0, len(tasks), 1, numPartitions=max(1, slices))
-    return numbers.mapInArrow(read_task(options.docs, tasks), DOCS_DDL)
+    return tasks, spark.range(0, len(tasks), 1, numPartitions=max(1, slices))
+
+
+def read_documents(
+    spark: SparkSession, files: Sequence[str], options: CorpusOptions, keys: DocumentKeys | None = None
+) -> DataFrame:
+    """The documents of ``files`` (DOCS_DDL, then the columns of ``keys``), read by the executors."""
+    tasks, numbers = _numbered_reads(spark, files, options)
+    ddl = f"{DOCS_DDL}, {keys.ddl}" if keys else DOCS_DDL
+    return numbers.mapInArrow(read_task(options.docs, tasks, keys), ddl)
+
+
+def read_documents_into(
+    spark: SparkSession, files: Sequence[str], options: CorpusOptions, keys: DocumentKeys, directory: Path
+) -> tuple[DataFrame, int]:
+    """Read ``files`` into Parquet files in ``directory``, written by the executors' Python workers
+    (:func:`read_to_files_task`); return the documents as a frame over those files, and their count."""
+    tasks, numbers = _numbered_reads(spark, files, options)
+    directory.mkdir(parents=True)
+    task = read_to_files_task(options.docs, tasks, keys, str(directory))
+    with input_errors():
+        written = numbers.mapInArrow(task, "file string, rows long").collect()
+    return spark.read.schema(f"{DOCS_DDL}, {keys.ddl}").parquet(str(directory)), sum(
+        r["rows"] for r in written
+    )
 
 
 def length_filtered(docs: DataFrame, options: CorpusOptions) -> DataFrame:
+    """The rows of ``docs`` (with ``n_chars``) whose length is inside the limits."""
     from pyspark.sql import functions as F
 
-    keep = F.length("text") >= options.min_chars
+    keep = F.col("n_chars") >= options.min_chars
     if options.max_chars:
-        keep = keep & (F.length("text") <= options.max_chars)
+        keep = keep & (F.col("n_chars") <= options.max_chars)
     return docs.where(keep)
+
+
+def kept_documents(
+    stages: _Stages, read: DataFrame, options: CorpusOptions, counts: dict[str, int]
+) -> DataFrame:
+    """``doc_id`` of the documents that pass the length filter and dedup, saved stage by stage from
+    the key columns of ``read``; ``counts`` gets what each stage removed, and ``kept``."""
+    from pyspark.sql import functions as F
+
+    in_limits = length_filtered(read, options)
+    if "exact" in options.dedup:
+        # One stage for both: the exact groups of the documents within the length limits, whose
+        # sizes add up to the length filter's count.
+        groups, after = stages.save("exact", dedup.exact_groups(in_limits.select("doc_id", "digest")))
+        left = groups.agg(F.sum("members")).first()[0] or 0
+        counts["length_filter_removed"] = counts["read"] - left
+        counts["exact_removed"], left = left - after, after
+        kept = groups.select("doc_id")
+    else:
+        kept, left = stages.save("filtered", in_limits.select("doc_id"))
+        counts["length_filter_removed"] = counts["read"] - left
+    if "minhash" in options.dedup:
+        started = time.perf_counter()
+        sigs = (
+            read.where(F.col("sig").isNotNull())
+            .select("doc_id", "sig", "bands")
+            .join(kept, "doc_id", "left_semi")
+        )
+        removed = dedup.near_duplicates(sigs, options.minhash)
+        kept, after = stages.save("minhash", kept.join(removed, "doc_id", "left_anti"))
+        stages.seconds["minhash"] = time.perf_counter() - started  # candidate pairs and components too
+        counts["minhash_removed"], left = left - after, after
+    counts["kept"] = left
+    return kept
 
 
 def run_corpus(
@@ -117,33 +183,24 @@ def run_corpus(
         check_parquet_column(files, options.docs.field or "")
     with staged_output(output, overwrite, inputs=inputs) as staging:
         stages = _Stages(spark, staging / WORK_DIR)
-        docs, read = stages.save("read", read_documents(spark, files, options))
-        counts = {"read": read}
-        docs, left = stages.save("filtered", length_filtered(docs, options))
-        counts["length_filter_removed"] = read - left
-        if "exact" in options.dedup:
-            docs, kept = stages.save("exact", dedup.exact_duplicates_removed(docs))
-            counts["exact_removed"], left = left - kept, kept
-        if "minhash" in options.dedup:
-            started = time.perf_counter()
-            deduped = dedup.near_duplicates_removed(docs, options.minhash, options.seed)
-            docs, kept = stages.save("minhash", deduped)
-            stages.seconds["minhash"] = time.perf_counter() - started  # signatures and components too
-            counts["minhash_removed"], left = left - kept, kept
-        counts["kept"] = left
-        if not left:
+        started = time.perf_counter()
+        keys = DocumentKeys.for_options(options)
+        read, count = read_documents_into(spark, files, options, keys, staging / WORK_DIR / "read")
+        stages.seconds["read"] = time.perf_counter() - started
+        counts = {"read": count}
+        kept = kept_documents(stages, read, options, counts)
+        if not counts["kept"]:
             raise JobInputError(
                 f"no document left after filtering ({_counts_text(counts)}); check the inputs and --docs, "
                 "or loosen --min-chars/--max-chars"
             )
+        docs = read.select("doc_id", "text").join(kept, "doc_id", "left_semi")
         started = time.perf_counter()
         tokenizer = train_tokenizer(docs, options.tokenizer, options.word_split)
         stages.seconds["tokenizer"] = time.perf_counter() - started
         dtype = token_dtype_for(tokenizer.vocab_size)
         broadcast = spark.sparkContext.broadcast(tokenizer.to_json())
-        tokens, _ = stages.save(
-            "tokens", docs.select("doc_id", "text").mapInArrow(encode_task(broadcast, dtype), TOKENS_DDL)
-        )
+        tokens, _ = stages.save("tokens", docs.mapInArrow(encode_task(broadcast, dtype), TOKENS_DDL))
         started = time.perf_counter()
         meta = tokens.select("doc_id", "n_tokens").toArrow()
         plan = plan_shards(

@@ -39,38 +39,41 @@ def _position_constants(ngram: int, seed: int) -> np.ndarray:
     return rng.integers(1, 2**63, size=ngram, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
+class _WordHashes(dict):
+    """Word -> stable 64-bit hash; a miss computes and (below the size limit) keeps it."""
+
+    def __missing__(self, word: str) -> int:
+        value = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+        if len(self) < _WORD_CACHE_LIMIT:
+            self[word] = value
+        return value
+
+
 class Shingler:
     """Word n-gram hashes of documents, with a per-task cache of word hashes."""
 
     def __init__(self, ngram: int, seed: int) -> None:
         self.ngram = ngram
         self.constants = _position_constants(ngram, seed)
-        self.cache: dict[str, int] = {}
-
-    def _word_hash(self, word: str) -> int:
-        value = self.cache.get(word)
-        if value is None:
-            value = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
-            if len(self.cache) < _WORD_CACHE_LIMIT:
-                self.cache[word] = value
-        return value
+        self.cache = _WordHashes()
 
     def shingles(self, text: str) -> np.ndarray:
-        """The distinct shingle hashes of ``text`` (uint64; empty when it has no word)."""
-        words = np.array([self._word_hash(w) for w in words_tokens(text)], dtype=np.uint64)
+        """The shingle hashes of ``text`` (uint64, repeats included; empty when it has no word)."""
+        words = np.array(list(map(self.cache.__getitem__, words_tokens(text))), dtype=np.uint64)
         if not len(words):
             return words
         width = min(self.ngram, len(words))
         count = len(words) - width + 1
-        hashes = np.zeros(count, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            for j in range(width):
+            hashes = words[:count] * self.constants[0]
+            for j in range(1, width):
                 hashes += words[j : j + count] * self.constants[j]
-        return np.unique(hashes)
+        return hashes
 
 
 def signature(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Minimum over shingles of each hash function (uint32 values held in int64)."""
+    """Minimum over shingles of each hash function (uint32 values held in int64); a shingle that
+    repeats changes no minimum, so repeats are not removed first."""
     best = np.full(len(a), np.iinfo(np.uint64).max, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for start in range(0, len(shingles), SHINGLE_CHUNK):
@@ -89,30 +92,44 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[int]:
     ]
 
 
+class Signer:
+    """Signature and band keys of one document at a time; built in the worker (it holds a cache)."""
+
+    def __init__(self, options: MinHashOptions, seed: int) -> None:
+        self.options = options
+        self.shingler = Shingler(options.ngram, seed)
+        self.a, self.b = hash_functions(options.num_perm, seed)
+
+    def sign(self, text: str) -> tuple[list[int], list[int]] | None:
+        """(signature, band keys) of ``text``; None when it has no word (it cannot be a near duplicate
+        by this measure)."""
+        shingles = self.shingler.shingles(text)
+        if not len(shingles):
+            return None
+        sig = signature(shingles, self.a, self.b)
+        return sig.tolist(), band_keys(sig, self.options.bands, self.options.rows)
+
+
+def signature_arrays(signed: list[tuple[list[int], list[int]] | None]) -> tuple[pa.Array, pa.Array]:
+    """The ``sig`` and ``bands`` columns (nulls where a document has no word)."""
+    long_list = pa.list_(pa.int64())
+    sigs = pa.array([s[0] if s else None for s in signed], long_list)
+    return sigs, pa.array([s[1] if s else None for s in signed], long_list)
+
+
 def signature_task(options: MinHashOptions, seed: int):
     """The ``mapInArrow`` function: ``doc_id, text`` in, SIGNATURES_DDL out; documents without words
-    get no row (they cannot be near duplicates by this measure)."""
+    get no row."""
 
     def sign(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        shingler = Shingler(options.ngram, seed)
-        a, b = hash_functions(options.num_perm, seed)
+        signer = Signer(options, seed)
         for batch in batches:
-            ids, sigs, keys = [], [], []
-            for doc, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
-                shingles = shingler.shingles(text)
-                if not len(shingles):
-                    continue
-                sig = signature(shingles, a, b)
-                ids.append(doc)
-                sigs.append(sig.tolist())
-                keys.append(band_keys(sig, options.bands, options.rows))
+            signed = [signer.sign(text) for text in batch.column(1).to_pylist()]
+            keep = pa.array([s is not None for s in signed])
+            sigs, bands = signature_arrays(signed)
+            ids = batch.column(0).filter(keep)
             yield pa.RecordBatch.from_arrays(
-                [
-                    pa.array(ids, pa.int64()),
-                    pa.array(sigs, pa.list_(pa.int64())),
-                    pa.array(keys, pa.list_(pa.int64())),
-                ],
-                names=["doc_id", "sig", "bands"],
+                [ids, sigs.filter(keep), bands.filter(keep)], names=["doc_id", "sig", "bands"]
             )
 
     return sign
