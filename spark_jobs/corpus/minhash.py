@@ -2,8 +2,9 @@
 
 A document's shingles are its runs of ``ngram`` words, words split as the word count's ``words``
 tokenizer (lowercase ``\\w+``); a document shorter than ``ngram`` words is one shingle. Each word gets
-a stable 64-bit hash (blake2b, the same in every process, unlike Python's ``hash``), a shingle the
-sum of its words' hashes times per-position odd constants (mod 2**64), and the signature holds, for
+a stable 64-bit hash (:mod:`spark_jobs.corpus.wordhash`, the same in every process, unlike Python's
+``hash``), a shingle the sum of its words' hashes times per-position odd constants (mod 2**64), and
+the signature holds, for
 each of ``bands * rows`` multiply-shift hash functions ``(a * x + b) mod 2**64 >> 32``, the minimum
 over the document's shingles. Band ``i``'s key is a 63-bit hash of its ``rows`` values; two
 documents are a candidate pair when any band key agrees. Everything is seeded by the job's seed.
@@ -17,13 +18,12 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from contracts.wordsplit import words_tokens
 from spark_jobs.corpus.options import MinHashOptions
+from spark_jobs.corpus.wordhash import word_hashes
 
 SIGNATURES_DDL = "doc_id long, sig array<long>, bands array<long>"
 # Shingles hashed per step: bounds the (shingles x hashes) matrix of one long document.
 SHINGLE_CHUNK = 4096
-_WORD_CACHE_LIMIT = 1 << 20
 
 
 def hash_functions(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,27 +39,16 @@ def _position_constants(ngram: int, seed: int) -> np.ndarray:
     return rng.integers(1, 2**63, size=ngram, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
-class _WordHashes(dict):
-    """Word -> stable 64-bit hash; a miss computes and (below the size limit) keeps it."""
-
-    def __missing__(self, word: str) -> int:
-        value = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
-        if len(self) < _WORD_CACHE_LIMIT:
-            self[word] = value
-        return value
-
-
 class Shingler:
-    """Word n-gram hashes of documents, with a per-task cache of word hashes."""
+    """Word n-gram hashes of documents."""
 
     def __init__(self, ngram: int, seed: int) -> None:
         self.ngram = ngram
         self.constants = _position_constants(ngram, seed)
-        self.cache = _WordHashes()
 
     def shingles(self, text: str) -> np.ndarray:
         """The shingle hashes of ``text`` (uint64, repeats included; empty when it has no word)."""
-        words = np.array(list(map(self.cache.__getitem__, words_tokens(text))), dtype=np.uint64)
+        words = word_hashes(text)
         if not len(words):
             return words
         width = min(self.ngram, len(words))
