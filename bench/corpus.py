@@ -351,7 +351,11 @@ def end_to_end(corpus: Path, work: Path, skip: set[str]) -> dict:
     try:
         import datatrove  # noqa: F401
     except ImportError:
-        print("datatrove: not installed (pip install datatrove into the venv to compare)")
+        # Its MinHash and readers also need regex, orjson and an xxhash before 4 (xxhash 4 refuses to
+        # hash str, which datatrove 0.10 passes it).
+        print(
+            "datatrove: not installed (pip install datatrove regex orjson 'xxhash<4' into the venv to compare)"
+        )
         return result
     dt_work = work / "datatrove"
     subprocess.run(["rm", "-rf", str(dt_work)], check=True)
