@@ -14,9 +14,12 @@
 4. End to end (``bpe:8192``, ``exact,minhash``, ``local[2]``) against datatrove's local executor
    with 2 workers: its exact dedup stages (on the job's normalized text), its MinHash stages (the
    same 5-gram shingles as ours, 20 bands x 6 hashes) and its ``DocumentTokenizer`` with the
-   tokenizer our run trained (datatrove trains none). Then the job again, handed that same tokenizer
-   (``--tokenizer file:PATH``): the like-for-like comparison. Each runs in its own process; peak RSS
-   of the driver, the JVM and the Python workers is sampled from /proc.
+   tokenizer our run trained (datatrove trains none). Two like-for-like comparisons follow:
+   datatrove writing its deduplicated documents, a BPE trained on them with ``tokenizers`` (the
+   job's settings, one process, every core) and its tokenizer stage (both sides train); and the job
+   again, handed the tokenizer of the first run (``--tokenizer file:PATH``; neither side trains).
+   Each runs in its own process; peak RSS of the driver, the JVM and the Python workers is sampled
+   from /proc.
 """
 
 from __future__ import annotations
@@ -320,7 +323,39 @@ if exact_stages:
 LocalPipelineExecutor([read(), *exact_filter(), MinhashDedupSignature(f"{work}/sigs", config=config, language=Words())], tasks=2, workers=2, **kw).run()
 LocalPipelineExecutor([MinhashDedupBuckets(f"{work}/sigs", f"{work}/buckets", config=config)], tasks=config.num_buckets, workers=2, **kw).run()
 LocalPipelineExecutor([MinhashDedupCluster(f"{work}/buckets", f"{work}/remove", config=config)], tasks=1, workers=1, **kw).run()
-LocalPipelineExecutor([read(), *exact_filter(), MinhashDedupFilter(f"{work}/remove"), DocumentTokenizer(f"{work}/tokens", tokenizer_name_or_path=tokenizer, eos_token="<|endoftext|>")], tasks=2, workers=2, **kw).run()
+if not tokenizer.startswith("train:"):
+    LocalPipelineExecutor([read(), *exact_filter(), MinhashDedupFilter(f"{work}/remove"), DocumentTokenizer(f"{work}/tokens", tokenizer_name_or_path=tokenizer, eos_token="<|endoftext|>")], tasks=2, workers=2, **kw).run()
+    sys.exit(0)
+
+# datatrove trains no tokenizer. Its user writes the deduplicated documents out, trains a byte-level
+# BPE on them with the tokenizers library (the job's settings: ByteLevel pre-tokenizer without a prefix
+# space, the end-of-document token, the byte alphabet) in one process with every core, then tokenizes.
+import json, os
+from datatrove.pipeline.writers import JsonlWriter
+LocalPipelineExecutor([read(), *exact_filter(), MinhashDedupFilter(f"{work}/remove"), JsonlWriter(f"{work}/deduped", compression=None)], tasks=2, workers=2, **kw).run()
+
+def batches():
+    batch = []
+    for path in sorted(os.listdir(f"{work}/deduped")):
+        with open(f"{work}/deduped/{path}", encoding="utf-8") as lines:
+            for line in lines:
+                batch.append(json.loads(line)["text"])
+                if len(batch) == 1024:
+                    yield batch
+                    batch = []
+    if batch:
+        yield batch
+
+os.environ["TOKENIZERS_PARALLELISM"] = "true"
+import tokenizers as tk
+bpe = tk.Tokenizer(tk.models.BPE())
+bpe.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+bpe.decoder = tk.decoders.ByteLevel()
+trainer = tk.trainers.BpeTrainer(vocab_size=int(tokenizer.split(":")[1]), special_tokens=["<|endoftext|>"], initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+bpe.train_from_iterator(batches(), trainer=trainer)
+bpe.save(f"{work}/tokenizer.json")
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+LocalPipelineExecutor([JsonlReader(f"{work}/deduped"), DocumentTokenizer(f"{work}/tokens", tokenizer_name_or_path=f"{work}/tokenizer.json", eos_token="<|endoftext|>")], tasks=2, workers=2, **kw).run()
 """
 
 
@@ -379,6 +414,8 @@ def end_to_end(corpus: Path, work: Path, skip: set[str]) -> dict:
     if "ours_s" in result:
         result["ratio"] = dt_s / result["ours_s"]
         print(f"corpus job is {result['ratio']:.2f}x datatrove end to end")
+    if "trained" not in skip:
+        _datatrove_trained(corpus, work, result)
     if "given" in skip or not (out / "tokenizer.json").is_file():
         return result
     # The same pipeline handed the same tokenizer, as datatrove is (it trains none): the job with
@@ -395,6 +432,24 @@ def end_to_end(corpus: Path, work: Path, skip: set[str]) -> dict:
     return result
 
 
+def _datatrove_trained(corpus: Path, work: Path, result: dict) -> None:
+    """datatrove with the BPE trained on its own output, so both sides train their tokenizer."""
+    size = result["mb"] * MB
+    dt_work = work / "datatrove-trained"
+    subprocess.run(["rm", "-rf", str(dt_work)], check=True)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-c", DATATROVE_SCRIPT, str(corpus), str(dt_work), "train:8192", "exact"]
+    dt_s, dt_rss, _ = run_measured(cmd, env)
+    result.update(datatrove_trained_s=dt_s, datatrove_trained_rss=dt_rss)
+    print(
+        f"end to end datatrove (exact + minhash, BPE trained with tokenizers on its output, tokenize): "
+        f"{dt_s:.1f} s ({size / MB / dt_s / CORES:.3f} MB/s/core), peak RSS {_rss_text(dt_rss)}"
+    )
+    if "ours_s" in result:
+        result["trained_ratio"] = dt_s / result["ours_s"]
+        print(f"corpus job is {result['trained_ratio']:.2f}x datatrove end to end, both training the BPE")
+
+
 def _rss_text(peak: dict[str, int]) -> str:
     return ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in peak.items())
 
@@ -406,7 +461,7 @@ def main() -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of parts to skip: shakespeare,ours,datatrove,given,tokenize",
+        help="comma list of parts to skip: shakespeare,ours,datatrove,trained,given,tokenize",
     )
     args = parser.parse_args()
     if not SHARED.is_dir():

@@ -15,6 +15,10 @@ them) for every contender; rows per second, and the ratios against the torch loo
 - fixed cost: the Spark job on ``--small`` rows; the size below which Spark's overhead
   dominates is where that fixed cost equals the time to predict the rows.
 
+Every contender runs once per round (``--rounds``, default 2) in the same order, and keeps its best
+round: the machines these run on are noisy, and the first round's Spark job also pays the one-off
+start of the session's second Python worker (printed per round).
+
 Data: the real MNIST test set (``../shared/data/mnist/t10k``) repeated ``--repeat`` times
 (10 x 10,000 = 100,000 images), written as 8 Parquet files with ids 0..N-1.
 
@@ -127,6 +131,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=10, help="copies of the 10,000 MNIST test images")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--small", type=int, default=1000, help="rows of the fixed-cost run")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds of every contender; each keeps its best"
+    )
     args = parser.parse_args()
     if not MNIST.is_dir():
         print(f"skip: {MNIST} not present", file=sys.stderr)
@@ -144,8 +151,6 @@ def main() -> int:
     pq.write_table(small_table, small_dir / "part-00000.parquet")
     run = write_run(tmp)
 
-    ref = torch_loop(data, run, args.batch_size)
-    print(f"  (torch: {ref})", flush=True)
     conf = {
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -162,29 +167,40 @@ def main() -> int:
     fixed_s = time.perf_counter() - t
     print(f"  (fixed_s = {fixed_s:.2f})", flush=True)
 
-    t = time.perf_counter()
-    predict(spark, opts)
-    spark_s = time.perf_counter() - t
-    print(f"  (spark_s = {spark_s:.2f})", flush=True)
+    def spark_job(round_: int) -> None:
+        predict(spark, PredictOptions(**{**opts.__dict__, "output": str(tmp / f"out-{round_}")}))
 
-    t = time.perf_counter()
-    df, cols = read_input(spark, opts, classifier.feature_dim)
-    predictions_frame(df, cols, opts, classifier, 1).write.format("noop").mode("overwrite").save()
-    noop_s = time.perf_counter() - t
-    print(f"  (noop_s = {noop_s:.2f})", flush=True)
+    def spark_noop(_: int) -> None:
+        df, cols = read_input(spark, opts, classifier.feature_dim)
+        predictions_frame(df, cols, opts, classifier, 1).write.format("noop").mode("overwrite").save()
 
-    t = time.perf_counter()
-    naive_frame(spark, data, run, args.batch_size).write.format("noop").mode("overwrite").save()
-    naive_s = time.perf_counter() - t
-    print(f"  (naive_s = {naive_s:.2f})", flush=True)
+    def naive(_: int) -> None:
+        naive_frame(spark, data, run, args.batch_size).write.format("noop").mode("overwrite").save()
+
+    # Every contender runs in each round, in the same order; each keeps its best round. The first
+    # round's Spark job also starts the second Python worker (torch import, model load), a one-off
+    # cost of the session's first job on the full data, printed but not kept.
+    best: dict[str, float] = {}
+    torch_compute = float("inf")
+    for round_ in range(1, args.rounds + 1):
+        ref = torch_loop(data, run, args.batch_size)
+        torch_compute = min(torch_compute, ref["compute_s"])
+        times = {"torch_total": ref["total_s"]}
+        for name, contender in (("spark", spark_job), ("spark_noop", spark_noop), ("naive", naive)):
+            t = time.perf_counter()
+            contender(round_)
+            times[name] = time.perf_counter() - t
+        print(f"  (round {round_}: " + ", ".join(f"{k} {v:.2f}s" for k, v in times.items()) + ")", flush=True)
+        best = {k: min(v, best.get(k, float("inf"))) for k, v in times.items()}
     spark.stop()
+    spark_s = best["spark"]
 
     rate = {
-        "torch_total": n / ref["total_s"],
-        "torch_compute": n / ref["compute_s"],
+        "torch_total": n / best["torch_total"],
+        "torch_compute": n / torch_compute,
         "spark": n / spark_s,
-        "spark_noop": n / noop_s,
-        "naive": n / naive_s,
+        "spark_noop": n / best["spark_noop"],
+        "naive": n / best["naive"],
     }
     spark_rate = n / max(spark_s - fixed_s, 1e-9)
     crossover = fixed_s * spark_rate

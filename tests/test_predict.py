@@ -238,6 +238,7 @@ def test_malformed_rows_become_null_and_are_counted_or_fail_the_job(
     rows[5] = rows[5][:10]  # too short
     rows[9] = None  # type: ignore[call-overload]
     rows[20][3] = math.nan
+    rows[30][7] = None  # type: ignore[call-overload]
     data = tmp_path / "rows.parquet"
     pq.write_table(
         pa.table({"id": pa.array(range(64), pa.int64()), "pixels": pa.array(rows, pa.list_(pa.float32()))}),
@@ -251,8 +252,8 @@ def test_malformed_rows_become_null_and_are_counted_or_fail_the_job(
         ),
     )
     ids, preds, got_labels, probs = read_predictions(out)
-    assert got_labels is None and summary.bad_rows == 3
-    bad = {5, 9, 20}
+    assert got_labels is None and summary.bad_rows == 4
+    bad = {5, 9, 20, 30}
     assert [i for i, p in zip(ids, probs, strict=True) if p is None] == sorted(bad)
     assert json.loads((out / "report.json").read_text())["bad_row_ids"] == sorted(bad)
     model = build_model("cnn", SHAPE, CLASSES)
@@ -275,7 +276,7 @@ def test_malformed_rows_become_null_and_are_counted_or_fail_the_job(
     ]
     assert main([*argv, "--bad-rows", "fail", *spark_args()]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "ids 5, 9, 20" in err[0] and "--bad-rows null" in err[0]
+    assert len(err) == 1 and "ids 5, 9, 20, 30" in err[0] and "--bad-rows null" in err[0]
     assert not failing.exists()
 
 

@@ -137,15 +137,13 @@ def read_input(spark: SparkSession, opts: PredictOptions, feature_dim: int) -> t
     return df, cols
 
 
-def well_formed(features: Column, feature_dim: int) -> Column:
-    """Rows the model can take: a vector of the right length without nulls or NaNs."""
+def well_shaped(features: Column, feature_dim: int) -> Column:
+    """Rows whose features are a vector of the model's length. Null or NaN values inside a vector are
+    found by the worker instead (one vectorized check per batch there; a per-value lambda here costs
+    the JVM about as much as reading the vectors)."""
     from pyspark.sql import functions as F
 
-    return (
-        features.isNotNull()
-        & (F.size(features) == feature_dim)
-        & ~F.exists(features, lambda x: x.isNull() | F.isnan(x))
-    )
+    return features.isNotNull() & (F.size(features) == feature_dim)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,17 +220,21 @@ def predictions_frame(
     keep = [F.col(cols.id).cast("long").alias("id")]
     if cols.label is not None:
         keep.append(F.col(cols.label).cast("int").alias("label"))
-    # One pass over the input: a malformed row gives the UDF zeros (it needs a full vector) and its
-    # outputs are then nulled, instead of a second scan that would decode every vector again.
-    ok = well_formed(F.col(cols.features), classifier.feature_dim)
+    # One pass over the input: a row of the wrong shape gives the UDF zeros (it needs a full vector),
+    # a row holding a null or NaN comes back with prediction -1 (see worker.make_predict_fn), and the
+    # outputs of both are then nulled, instead of a second scan that would decode every vector again.
+    shaped = well_shaped(F.col(cols.features), classifier.feature_dim)
     zeros = F.array_repeat(F.lit(0.0).cast("float"), classifier.feature_dim)
-    features = F.when(ok, F.col(cols.features).cast("array<float>")).otherwise(zeros)
-    scored = df.select(*keep, ok.alias("_ok"), udf(F.col(cols.id).cast("long"), features).alias("out"))
-    names = [c for c in scored.columns if c not in ("_ok", "out")]
+    features = F.when(shaped, F.col(cols.features).cast("array<float>")).otherwise(zeros)
+    scored = df.select(
+        *keep, shaped.alias("_shaped"), udf(F.col(cols.id).cast("long"), features).alias("out")
+    )
+    names = [c for c in scored.columns if c not in ("_shaped", "out")]
+    ok = F.col("_shaped") & (F.col("out.prediction") >= 0)
     return scored.select(
         *names,
-        F.when(F.col("_ok"), F.col("out.prediction")).alias("prediction"),
-        F.when(F.col("_ok"), F.col("out.probabilities")).alias("probabilities"),
+        F.when(ok, F.col("out.prediction")).alias("prediction"),
+        F.when(ok, F.col("out.probabilities")).alias("probabilities"),
     )
 
 

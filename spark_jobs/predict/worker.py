@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PredictFn = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+MALFORMED = -1
+"""The prediction a classifier's predictor returns for a row holding a null or NaN."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,18 @@ def make_predict_fn(spec: PredictSpec) -> Callable[[], PredictFn]:
         record_load(spec.load_log, source)
 
         def predict(ids: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+            # A null inside a vector arrives as NaN. Such a row is malformed: the model sees zeros in
+            # its place (as for a row of the wrong shape) and its prediction is MALFORMED, which the
+            # driver's frame turns into a null row.
+            malformed = np.isnan(features).any(axis=1)
+            if malformed.any():
+                features = np.where(malformed[:, None], np.float32(0), features)
             probs = probabilities_by_id(
                 classifier, features, np.asarray(ids, dtype=np.int64), spec.block_rows
             )
-            return {
-                "prediction": probs.argmax(dim=1).to(torch.int32).numpy(),
-                "probabilities": probs.numpy(),
-            }
+            prediction = probs.argmax(dim=1).to(torch.int32).numpy()
+            prediction[malformed] = MALFORMED
+            return {"prediction": prediction, "probabilities": probs.numpy()}
 
         return predict
 
