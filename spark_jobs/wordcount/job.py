@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spark_jobs.common.arrow_batches import arrow_batch_rows
 from spark_jobs.common.locks import output_lock
 from spark_jobs.common.output import check_no_overlap, check_output, local_path, staged_output
 from spark_jobs.wordcount.engines import ARROW_BATCH_LINES, COUNTERS, OUTPUT_SCHEMA
@@ -27,8 +28,6 @@ from spark_jobs.wordcount.options import WordCountOptions
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
 @dataclass(frozen=True)
@@ -80,12 +79,8 @@ def count_files(spark: SparkSession, files: Sequence[str], options: WordCountOpt
     The output is written to a staging directory and renamed into place only when Spark's write
     succeeded, so a failed count leaves the output as it was.
     """
-    previous = spark.conf.get(ARROW_BATCH_CONF)
-    spark.conf.set(ARROW_BATCH_CONF, str(ARROW_BATCH_LINES))
-    try:
+    with arrow_batch_rows(spark, ARROW_BATCH_LINES):
         return _count_and_write(spark, files, options)
-    finally:
-        spark.conf.set(ARROW_BATCH_CONF, previous)
 
 
 def _count_and_write(spark: SparkSession, files: Sequence[str], options: WordCountOptions) -> WordCountResult:
