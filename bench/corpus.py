@@ -392,30 +392,20 @@ def end_to_end(corpus: Path, work: Path, skip: set[str]) -> dict:
             "datatrove: not installed (pip install datatrove regex orjson 'xxhash<4' into the venv to compare)"
         )
         return result
-    dt_work = work / "datatrove"
-    subprocess.run(["rm", "-rf", str(dt_work)], check=True)
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    # Exact dedup too (its three ExactDedup stages), so that both sides run the same stages.
-    dt_cmd = [
-        sys.executable,
-        "-c",
-        DATATROVE_SCRIPT,
-        str(corpus),
-        str(dt_work),
-        str(out / "tokenizer.json"),
-        "exact",
-    ]
-    dt_s, dt_rss, _ = run_measured(dt_cmd, env)
-    result.update(datatrove_s=dt_s, datatrove_rss=dt_rss)
-    print(
-        f"end to end datatrove (exact + minhash + tokenize, tokenizer given): {dt_s:.1f} s "
-        f"({size / MB / dt_s / CORES:.3f} MB/s/core), peak RSS {_rss_text(dt_rss)}"
-    )
+    what = "exact + minhash + tokenize, tokenizer given"
+    dt_s = _datatrove_leg(corpus, work / "datatrove", str(out / "tokenizer.json"), result, "datatrove", what)
     if "ours_s" in result:
         result["ratio"] = dt_s / result["ours_s"]
         print(f"corpus job is {result['ratio']:.2f}x datatrove end to end")
     if "trained" not in skip:
-        _datatrove_trained(corpus, work, result)
+        # datatrove with the BPE trained on its own output, so that both sides train their tokenizer.
+        what = "exact + minhash, BPE trained with tokenizers on its output, tokenize"
+        trained_s = _datatrove_leg(
+            corpus, work / "datatrove-trained", "train:8192", result, "datatrove_trained", what
+        )
+        if "ours_s" in result:
+            result["trained_ratio"] = trained_s / result["ours_s"]
+            print(f"corpus job is {result['trained_ratio']:.2f}x datatrove end to end, both training the BPE")
     if "given" in skip or not (out / "tokenizer.json").is_file():
         return result
     # The same pipeline handed the same tokenizer, as datatrove is (it trains none): the job with
@@ -432,22 +422,20 @@ def end_to_end(corpus: Path, work: Path, skip: set[str]) -> dict:
     return result
 
 
-def _datatrove_trained(corpus: Path, work: Path, result: dict) -> None:
-    """datatrove with the BPE trained on its own output, so both sides train their tokenizer."""
-    size = result["mb"] * MB
-    dt_work = work / "datatrove-trained"
+def _datatrove_leg(corpus: Path, dt_work: Path, tokenizer: str, result: dict, key: str, what: str) -> float:
+    """DATATROVE_SCRIPT in its own process (``tokenizer``: a tokenizer.json, or ``train:V``), its
+    exact dedup stages included so that both sides run the same stages; time and peak RSS go into
+    ``result`` under ``key``."""
     subprocess.run(["rm", "-rf", str(dt_work)], check=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-c", DATATROVE_SCRIPT, str(corpus), str(dt_work), "train:8192", "exact"]
-    dt_s, dt_rss, _ = run_measured(cmd, env)
-    result.update(datatrove_trained_s=dt_s, datatrove_trained_rss=dt_rss)
+    cmd = [sys.executable, "-c", DATATROVE_SCRIPT, str(corpus), str(dt_work), tokenizer, "exact"]
+    seconds, peak, _ = run_measured(cmd, env)
+    result.update({f"{key}_s": seconds, f"{key}_rss": peak})
     print(
-        f"end to end datatrove (exact + minhash, BPE trained with tokenizers on its output, tokenize): "
-        f"{dt_s:.1f} s ({size / MB / dt_s / CORES:.3f} MB/s/core), peak RSS {_rss_text(dt_rss)}"
+        f"end to end datatrove ({what}): {seconds:.1f} s "
+        f"({result['mb'] / seconds / CORES:.3f} MB/s/core), peak RSS {_rss_text(peak)}"
     )
-    if "ours_s" in result:
-        result["trained_ratio"] = dt_s / result["ours_s"]
-        print(f"corpus job is {result['trained_ratio']:.2f}x datatrove end to end, both training the BPE")
+    return seconds
 
 
 def _rss_text(peak: dict[str, int]) -> str:
