@@ -58,7 +58,8 @@ bench-wordcount: setup
 	$(PY) bench/wordcount.py $(BENCH_ARGS)
 
 # Corpus job: nanoGPT's tinyshakespeare counts, tokenization vs one process, datatrove end to end (docs/benchmarks.md).
-bench-corpus: setup
+# Each job's whole process is timed, so its JVM starts as every spark-collab session does: with the archive.
+bench-corpus: jvm-cache
 	$(PY) bench/corpus.py $(BENCH_ARGS)
 
 # Shard loading: our loader vs TorchDistributor's DataFrame loader vs a bare pyarrow floor (docs/benchmarks.md).
