@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import sys
@@ -38,6 +39,27 @@ def _raise_terminated(signum: int, _frame: object) -> None:
     raise Terminated(f"signal {signum}")
 
 
+class _DropPy4JInterruptTraceback(logging.Filter):
+    """py4j logs a full traceback at ERROR (on the root logger) when Ctrl-C or SIGTERM lands while
+    it waits for the JVM's answer. The job reports the interruption in its own one line, so that
+    record is dropped; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        interrupted = record.exc_info is not None and isinstance(record.exc_info[1], KeyboardInterrupt)
+        return not (interrupted and record.getMessage().startswith("KeyboardInterrupt while sending command"))
+
+
+@contextlib.contextmanager
+def _quiet_py4j_interrupts() -> Iterator[None]:
+    root = logging.getLogger()
+    quiet = _DropPy4JInterruptTraceback()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
     """SIGTERM raises :class:`Terminated` in the main thread for the block (elsewhere: unchanged)."""
@@ -60,7 +82,7 @@ def run_cli(job: Callable[[Sequence[str] | None], int | None], argv: Sequence[st
     130 or 143 (a training launch kills its ranks on the way; see ``spark_jobs.launch``).
     """
     try:
-        with _sigterm_unwinds():
+        with _quiet_py4j_interrupts(), _sigterm_unwinds():
             code = job(argv)
     except JobInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
