@@ -196,7 +196,7 @@ def predictions_frame(
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
 
-    from spark_jobs.predict.worker import PredictSpec, make_predict_fn
+    from spark_jobs.predict.worker import MALFORMED, PredictSpec, make_predict_fn
 
     spec = PredictSpec(
         run_dir=opts.run,
@@ -221,7 +221,7 @@ def predictions_frame(
     if cols.label is not None:
         keep.append(F.col(cols.label).cast("int").alias("label"))
     # One pass over the input: a row of the wrong shape gives the UDF zeros (it needs a full vector),
-    # a row holding a null or NaN comes back with prediction -1 (see worker.make_predict_fn), and the
+    # a row holding a null or NaN comes back with prediction MALFORMED (worker.make_predict_fn), and the
     # outputs of both are then nulled, instead of a second scan that would decode every vector again.
     shaped = well_shaped(F.col(cols.features), classifier.feature_dim)
     zeros = F.array_repeat(F.lit(0.0).cast("float"), classifier.feature_dim)
@@ -230,7 +230,7 @@ def predictions_frame(
         *keep, shaped.alias("_shaped"), udf(F.col(cols.id).cast("long"), features).alias("out")
     )
     names = [c for c in scored.columns if c not in ("_shaped", "out")]
-    ok = F.col("_shaped") & (F.col("out.prediction") >= 0)
+    ok = F.col("_shaped") & (F.col("out.prediction") != MALFORMED)
     return scored.select(
         *names,
         F.when(ok, F.col("out.prediction")).alias("prediction"),
