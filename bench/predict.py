@@ -22,7 +22,7 @@ start of the session's second Python worker (printed per round).
 Data: the real MNIST test set (``../shared/data/mnist/t10k``) repeated ``--repeat`` times
 (10 x 10,000 = 100,000 images), written as 8 Parquet files with ids 0..N-1.
 
-Usage:  .venv/bin/python bench/predict.py [--repeat 10] [--batch-size 1024]
+Usage:  .venv/bin/python bench/predict.py [--repeat 10] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def naive_frame(spark, data: Path, run: Path, batch_size: int):  # type: ignore[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=10, help="copies of the 10,000 MNIST test images")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--small", type=int, default=1000, help="rows of the fixed-cost run")
     parser.add_argument(
         "--rounds", type=int, default=2, help="rounds of every contender; each keeps its best"

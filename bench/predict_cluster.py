@@ -9,7 +9,7 @@ alone (``noop`` sink), and the ratio 2 workers / 1 worker.
 The driver runs on the same machine as both workers, so on a 2-core machine it competes with them
 for the cores: the ratio is a lower bound of what two separate machines would give.
 
-Usage:  .venv/bin/python bench/predict_cluster.py [--repeat 5] [--batch-size 1024]
+Usage:  .venv/bin/python bench/predict_cluster.py [--repeat 5] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def measure(master: str, executors: int, data: Path, small: Path, run: Path, tmp
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="copies of the 10,000 MNIST test images")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     if not MNIST.is_dir():
         print(f"skip: {MNIST} not present", file=sys.stderr)

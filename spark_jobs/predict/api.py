@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 BAD_ROWS = ("null", "fail")
 ALIGN_ROWS = 16  # training.inference.ALIGN_ROWS, repeated so that --help needs no torch import
 SHOWN_BAD_IDS = 10  # malformed rows named in an error or a report
+# Default forward pass of a classifier. Small blocks keep each layer's activations in the CPU's
+# cache: on the CNN of docs/benchmarks.md one torch thread predicts about 1.5x the rows per second
+# in blocks of 128 to 512 rows as in blocks of 1,024.
+CLASSIFIER_BATCH_ROWS = 256
+LM_BATCH_DOCS = 1024  # documents per call into a Python worker when scoring or generating
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,9 @@ class PredictOptions:
     """Parquet input: the label column; absent: no accuracy in the report."""
     text_col: str = "text"
     """GPT runs, JSONL or Parquet input: the column holding each document's text."""
-    batch_size: int = 1024
-    """Rows per forward pass in the executors (a multiple of 16)."""
+    batch_size: int = 0
+    """Classifier runs: rows per forward pass in the executors (a multiple of 16); GPT runs: documents
+    per call into a Python worker. 0: 256 rows for classifiers, 1024 documents for GPT runs."""
     bad_rows: str = "null"
     """Malformed rows: null (null prediction, counted and named in the report) or fail (exit 2)."""
     partitions: int = 0
@@ -71,6 +77,14 @@ class PredictOptions:
     """--generate: sample among the K most likely tokens, 0 among all (default 200)."""
     seed: int | None = None
     """--generate: the sampling seed; row i samples with a generator seeded from (seed, i) (default 1337)."""
+
+    def classifier_batch(self) -> int:
+        """Rows per forward pass of a classifier, the default filled in."""
+        return self.batch_size or CLASSIFIER_BATCH_ROWS
+
+    def documents_per_call(self) -> int:
+        """Documents per call into a Python worker for a GPT run, the default filled in."""
+        return self.batch_size or LM_BATCH_DOCS
 
     def generation(self) -> GenerationSettings:
         """The sampling settings of ``--generate``, defaults filled in."""
@@ -135,8 +149,10 @@ def field_docs() -> dict[str, str]:
 
 def check_options(opts: PredictOptions) -> None:
     """Flag values that need no file or Spark to check."""
-    if opts.batch_size < ALIGN_ROWS or opts.batch_size % ALIGN_ROWS:
-        raise JobInputError(f"--batch-size {opts.batch_size}: must be a positive multiple of {ALIGN_ROWS}")
+    if opts.batch_size and (opts.batch_size < ALIGN_ROWS or opts.batch_size % ALIGN_ROWS):
+        raise JobInputError(
+            f"--batch-size {opts.batch_size}: must be a positive multiple of {ALIGN_ROWS} (or 0 for the default)"
+        )
     if opts.bad_rows not in BAD_ROWS:
         raise JobInputError(f"--bad-rows {opts.bad_rows!r}: choose {' or '.join(BAD_ROWS)}")
     if opts.partitions < 0:

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--id-col", default="id", help=doc["id_col"])
     parser.add_argument("--label-col", default="label", help=doc["label_col"])
     parser.add_argument("--text-col", default="text", help=doc["text_col"])
-    parser.add_argument("--batch-size", type=int, default=1024, help=doc["batch_size"])
+    parser.add_argument("--batch-size", type=int, default=0, help=doc["batch_size"])
     parser.add_argument("--bad-rows", choices=BAD_ROWS, default="null", help=doc["bad_rows"])
     parser.add_argument("--partitions", type=int, default=0, help=doc["partitions"])
     parser.add_argument("--overwrite", action="store_true", help=doc["overwrite"])

@@ -37,6 +37,17 @@ if TYPE_CHECKING:
     from training.inference import Classifier
 
 
+# Rows handed to the worker's predict function per call: several forward blocks of --batch-size, so
+# that the per-call work (Arrow to numpy, placing rows in their id slots) is paid once per group of
+# small forward passes rather than once per pass.
+ROWS_PER_CALL = 4096
+
+
+def rows_per_call(block_rows: int) -> int:
+    """The whole number of ``block_rows`` blocks nearest ROWS_PER_CALL from below (at least one)."""
+    return block_rows * max(1, ROWS_PER_CALL // block_rows)
+
+
 def load_model(opts: PredictOptions) -> Classifier:
     """The classifier, loaded once on the driver: a wrong run, fusion or model fails here, before
     any output exists (the executors load their own copies)."""
@@ -203,7 +214,7 @@ def predictions_frame(
         fusion=opts.fusion,
         feature_shape=classifier.feature_shape,
         num_classes=classifier.num_classes,
-        block_rows=opts.batch_size,
+        block_rows=opts.classifier_batch(),
         torch_threads=torch_threads,
         load_log=opts.load_log,
         shipped_as=shipped_as,
@@ -214,7 +225,7 @@ def predictions_frame(
     udf = predict_batch_udf(
         make_predict_fn(spec),
         return_type=output_type,
-        batch_size=opts.batch_size,
+        batch_size=rows_per_call(opts.classifier_batch()),
         input_tensor_shapes=[None, [classifier.feature_dim]],
     )
     keep = [F.col(cols.id).cast("long").alias("id")]

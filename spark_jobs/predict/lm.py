@@ -98,7 +98,7 @@ def scores_frame(docs: DataFrame, lm: LanguageModel, opts: PredictOptions, torch
     udf = predict_batch_udf(
         make_score_fn(spec),
         return_type=StructType([StructField("tokens", LongType()), StructField("loss_sum", DoubleType())]),
-        batch_size=opts.batch_size,
+        batch_size=opts.documents_per_call(),
     )
     scored = docs.where(F.col("text").isNotNull()).select("id", udf("text").alias("s"))
     encoded = F.col("s.tokens") >= 0

@@ -57,7 +57,7 @@ def completions_frame(
         return_type=StructType(
             [StructField("completion", StringType()), StructField("new_tokens", LongType())]
         ),
-        batch_size=opts.batch_size,
+        batch_size=opts.documents_per_call(),
     )
     well_formed = F.col("text").isNotNull() & F.col("id").isNotNull()
     sampled = prompts.where(well_formed).select("id", "text", udf("id", "text").alias("c"))

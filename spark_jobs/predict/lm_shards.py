@@ -120,7 +120,7 @@ def shard_scores_frame(
     udf = predict_batch_udf(
         make_shard_score_fn(spec),
         return_type=StructType([StructField("tokens", LongType()), StructField("loss_sum", DoubleType())]),
-        batch_size=opts.batch_size,
+        batch_size=opts.documents_per_call(),
     )
     scored = docs.select("id", udf("shard", "start", "end").alias("s"))
     return scored.select("id", "s.tokens", "s.loss_sum")
