@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from contracts.atomic import write_bytes_atomic
+from contracts.bpe_pieces import PieceEncoder, piece_encoder
 from contracts.tokens import TOKENIZER_FILE
 from contracts.wordsplit import TOKENIZERS as WORD_SPLITS
 from contracts.wordsplit import get_tokenizer as get_word_split
@@ -54,6 +55,10 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
+
+    def encode_batch_bytes(self, texts: Sequence[str], dtype: np.dtype) -> list[bytes]:
+        """Each text's ids as bytes of ``dtype``: what token shards store."""
+        return [np.asarray(ids, dtype=dtype).tobytes() for ids in self.encode_batch(texts)]
 
     def decode(self, ids: Sequence[int]) -> str:
         raise NotImplementedError
@@ -171,6 +176,8 @@ class BpeTokenizer(Tokenizer):
             raise TokenizerError(f"bpe tokenizer: no {EOT} token in the vocabulary")
         self.eot_id = int(eot)
         self.vocab_size = int(backend.get_vocab_size(with_added_tokens=True))
+        self._added = [t.content for t in backend.get_added_tokens_decoder().values()]
+        self._piece_encoders: dict[str, PieceEncoder | None] = {}
 
     @classmethod
     def train(cls, texts: Any, vocab_size: int, *, show_progress: bool = False) -> BpeTokenizer:
@@ -207,6 +214,32 @@ class BpeTokenizer(Tokenizer):
             self._encode_with_literal_eot(t) if EOT in t else ids
             for t, ids in zip(texts, encoded, strict=True)
         ]
+
+    def encode_batch_bytes(self, texts: Sequence[str], dtype: np.dtype) -> list[bytes]:
+        """As the base class, piece by piece with each distinct piece encoded once
+        (:mod:`contracts.bpe_pieces`) where this tokenizer's pipeline allows it. Texts holding an
+        added token's text (such as ``<|endoftext|>``), or a character that the piece pattern and
+        the library classify differently, go through :meth:`encode_batch`."""
+        dtype = np.dtype(dtype)
+        if dtype.str not in self._piece_encoders:
+            self._piece_encoders[dtype.str] = piece_encoder(self.backend, dtype)
+        pieces = self._piece_encoders[dtype.str]
+        if pieces is None:
+            return super().encode_batch_bytes(texts, dtype)
+        texts = list(texts)
+        holds_added = np.fromiter(
+            (any(a in t for a in self._added) for t in texts), dtype=bool, count=len(texts)
+        )
+        by_library = pieces.unsure_texts(texts) | holds_added
+        if not by_library.any():
+            return pieces.encode_bytes(texts)
+        fast, slow = np.flatnonzero(~by_library).tolist(), np.flatnonzero(by_library).tolist()
+        out: list[bytes] = [b""] * len(texts)
+        for i, encoded in zip(fast, pieces.encode_bytes([texts[i] for i in fast]), strict=True):
+            out[i] = encoded
+        for i, encoded in zip(slow, super().encode_batch_bytes([texts[i] for i in slow], dtype), strict=True):
+            out[i] = encoded
+        return out
 
     def _encode_with_literal_eot(self, text: str) -> list[int]:
         """A document that contains the text ``<|endoftext|>``: ``tokenizers`` would turn it into the

@@ -71,11 +71,8 @@ def word_count_task(split: str):
 def encode_documents(tokenizer: Tokenizer, texts: list[str], dtype: str) -> list[bytes]:
     """Each text's token ids plus the end-of-document id, as bytes of ``dtype``."""
     np_dtype = DTYPES[dtype]
-    eot = np.array([tokenizer.eot_id], dtype=np_dtype)
-    out: list[bytes] = []
-    for ids in tokenizer.encode_batch(texts):
-        out.append(np.asarray(ids, dtype=np_dtype).tobytes() + eot.tobytes())
-    return out
+    eot = np.array([tokenizer.eot_id], dtype=np_dtype).tobytes()
+    return [encoded + eot for encoded in tokenizer.encode_batch_bytes(texts, np_dtype)]
 
 
 def _unencodable(tokenizer: Tokenizer, doc_ids: list[int], texts: list[str]) -> DocumentError:
