@@ -23,7 +23,8 @@ route around it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -146,3 +147,59 @@ def piece_encoder(backend: Any, dtype: np.dtype) -> PieceEncoder | None:
     if model.get("type") != "BPE" or model.get("dropout") is not None:
         return None
     return PieceEncoder(backend.model, backend.pre_tokenizer, dtype)
+
+
+class PieceCounter:
+    """The pieces of many texts, counted as the library's BPE trainer counts its words: each piece
+    byte-level mapped, texts holding an unsure code point cut by the library's own pre-tokenizer.
+    Counts of disjoint sets of texts add up, so partitions can be counted apart and summed."""
+
+    def __init__(self) -> None:
+        import regex
+        import tokenizers
+
+        self.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        self.pattern = regex.compile(GPT2_PATTERN)
+        self.check = CodePointCheck(self.pattern, self.pre_tokenizer)
+        self.raw: Counter[str] = Counter()
+        """Pieces as cut from the text, mapped only in :meth:`counts` (once per distinct piece)."""
+        self.mapped: Counter[str] = Counter()
+
+    def add(self, texts: Sequence[str]) -> None:
+        for text, unsure in zip(texts, self.check.unsure_texts(texts), strict=True):
+            if unsure:
+                self.mapped.update(piece for piece, _ in self.pre_tokenizer.pre_tokenize_str(text))
+            else:
+                self.raw.update(self.pattern.findall(text))
+
+    def counts(self) -> Counter[str]:
+        """Byte-level mapped piece -> count."""
+        byte_chars = str.maketrans(byte_level_table())
+        out = Counter(self.mapped)
+        for piece, count in self.raw.items():
+            out[piece.encode("utf-8").decode("latin-1").translate(byte_chars)] += count
+        return out
+
+
+# Characters per string handed to the trainer when it is fed counts.
+_FEED_CHARS = 1 << 16
+
+
+def repeated_words(counts: Iterable[tuple[str, int]]) -> Iterator[str]:
+    """Strings of space-separated words, each word as many times as its count: what a trainer that
+    splits on whitespace counts back into ``counts``. Byte-level mapped pieces hold no whitespace
+    (every byte maps to a printable character), so the split gives the pieces back exactly."""
+    parts: list[str] = []
+    size = 0
+    for word, count in counts:
+        per_string = max(1, _FEED_CHARS // (len(word) + 1))
+        while count > 0:
+            n = min(count, per_string)
+            parts.append((word + " ") * n)
+            size += (len(word) + 1) * n
+            count -= n
+            if size >= _FEED_CHARS:
+                yield "".join(parts)
+                parts, size = [], 0
+    if parts:
+        yield "".join(parts)

@@ -21,14 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from contracts.atomic import write_bytes_atomic
-from contracts.bpe_pieces import PieceEncoder, piece_encoder
+from contracts.bpe_pieces import PieceEncoder, piece_encoder, repeated_words
 from contracts.tokens import TOKENIZER_FILE
 from contracts.wordsplit import TOKENIZERS as WORD_SPLITS
 from contracts.wordsplit import get_tokenizer as get_word_split
@@ -164,6 +164,15 @@ def _import_tokenizers() -> Any:
     return tokenizers
 
 
+def _bpe_trainer(tk: Any, vocab_size: int, show_progress: bool) -> Any:
+    return tk.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+
+
 class BpeTokenizer(Tokenizer):
     """Byte-level BPE (GPT-2 style pre-tokenization, no prefix space) from ``tokenizers``."""
 
@@ -186,13 +195,28 @@ class BpeTokenizer(Tokenizer):
         backend = tk.Tokenizer(tk.models.BPE())
         backend.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = tk.decoders.ByteLevel()
-        trainer = tk.trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=[EOT],
-            initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=show_progress,
+        backend.train_from_iterator(texts, trainer=_bpe_trainer(tk, vocab_size, show_progress))
+        return cls(backend)
+
+    @classmethod
+    def train_from_counts(
+        cls, counts: Iterable[tuple[str, int]], vocab_size: int, *, show_progress: bool = False
+    ) -> BpeTokenizer:
+        """The tokenizer :meth:`train` gives, trained from the byte-level mapped pieces of the texts
+        and their counts (:class:`contracts.bpe_pieces.PieceCounter`) instead of the texts.
+
+        The trainer only counts the words its pre-tokenizer yields, so it is fed each piece as often
+        as it occurs, split on whitespace (a cheap split next to GPT-2's pattern, and mapped pieces
+        hold no whitespace); it then sees the same counts and makes the same merges. The
+        pre-tokenizer is set to the byte-level one afterwards, so the saved file is :meth:`train`'s."""
+        tk = _import_tokenizers()
+        backend = tk.Tokenizer(tk.models.BPE())
+        backend.pre_tokenizer = tk.pre_tokenizers.WhitespaceSplit()
+        backend.train_from_iterator(
+            repeated_words(counts), trainer=_bpe_trainer(tk, vocab_size, show_progress)
         )
-        backend.train_from_iterator(texts, trainer=trainer)
+        backend.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = tk.decoders.ByteLevel()
         return cls(backend)
 
     @classmethod

@@ -107,3 +107,29 @@ def test_other_pipelines_go_through_the_library(bpe: BpeTokenizer) -> None:
     for tok in (prefixed, normalized):
         texts = ["Hello World", "中文 12"]
         assert tok.encode_batch_bytes(texts, U16) == library_bytes(tok, texts, U16)
+
+
+def test_training_from_piece_counts_gives_the_tokenizer_training_on_the_texts_gives() -> None:
+    """Counted in two parts and summed, as partitions are; texts with the end-of-document text, with
+    code points the piece pattern and the library may classify differently (letters of recent
+    Unicode versions), and with every kind of whitespace."""
+    recent = "".join(map(chr, [0x0558, 0x088F, 0x0C5C, 0x1E4D0, 0x1E4D1, 0x10D40, 0x11F00]))
+    texts = [*SAMPLE.splitlines(keepends=True), f"quoting {EOT} here", f"new letters {recent} {recent}x"] * 3
+    parts = [bpe_pieces.PieceCounter(), bpe_pieces.PieceCounter()]
+    parts[0].add(texts[: len(texts) // 2])
+    parts[1].add(texts[len(texts) // 2 :])
+    counts = parts[0].counts() + parts[1].counts()
+    for vocab in (300, 420):
+        direct = BpeTokenizer.train(iter([texts]), vocab)
+        from_counts = BpeTokenizer.train_from_counts(sorted(counts.items()), vocab)
+        assert from_counts.to_json() == direct.to_json()
+
+
+def test_repeated_words_give_the_counts_back() -> None:
+    counts = {"Ġthe": 70_000, "a": 1, "ä¸Ńæĸĩ": 3, "x" * 70_000: 2}
+    seen: dict[str, int] = {}
+    for text in bpe_pieces.repeated_words(counts.items()):
+        assert len(text) <= 2 * 70_001
+        for word in text.split():
+            seen[word] = seen.get(word, 0) + 1
+    assert seen == counts

@@ -5,37 +5,26 @@
   frequent kept (ties broken by the word, so the vocabulary is deterministic).
 - ``file:PATH``: no training; the tokenizer an earlier corpus output saved, loaded as it is (a new
   corpus tokenized with the ids a trained model knows).
-- ``bpe:V``: the ``tokenizers`` trainer on the driver, fed the texts streamed partition by partition
-  from the executors (``toLocalIterator``): the driver holds one partition at a time, never the corpus.
+- ``bpe:V``: the executors count the pieces the byte-level pre-tokenizer cuts the texts into
+  (:class:`contracts.bpe_pieces.PieceCounter`), Spark sums the counts per piece, and the ``tokenizers``
+  trainer on the driver learns its merges from those counts
+  (:meth:`contracts.tokenizer.BpeTokenizer.train_from_counts`): the same tokenizer as training on the
+  texts, which never reach the driver; the distinct pieces and their counts do (the trainer would
+  hold them anyway).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from contracts.tokenizer import BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer, load_tokenizer
 from spark_jobs.common.errors import JobInputError
 from spark_jobs.corpus.options import TokenizerSpec
-from spark_jobs.corpus.workers import char_set_task, word_count_task
+from spark_jobs.corpus.workers import char_set_task, piece_count_task, word_count_task
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
-
-# Texts handed to the BPE trainer per call: enough for its parallel pre-tokenization to pay off.
-BPE_TEXTS_PER_BATCH = 1024
-
-
-def _texts(docs: DataFrame) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for row in docs.select("text").toLocalIterator(prefetchPartitions=True):
-        batch.append(row[0])
-        if len(batch) >= BPE_TEXTS_PER_BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def train_tokenizer(docs: DataFrame, spec: TokenizerSpec, word_split: str) -> Tokenizer:
@@ -66,7 +55,14 @@ def train_tokenizer(docs: DataFrame, spec: TokenizerSpec, word_split: str) -> To
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
     try:
-        tokenizer = BpeTokenizer.train(_texts(docs), spec.vocab)
+        counts = (
+            texts.mapInArrow(piece_count_task, "piece string, count long")
+            .groupBy("piece")
+            .agg(F.sum("count").alias("count"))
+            .toArrow()
+        )
+        pieces = zip(counts["piece"].to_pylist(), counts["count"].to_pylist(), strict=True)
+        tokenizer = BpeTokenizer.train_from_counts(pieces, spec.vocab)
     finally:
         if previous is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)

@@ -1,8 +1,8 @@
 """Per-partition work of the tokenizer and shard stages; runs in Spark's Python workers (``mapInArrow``).
 
-- :func:`char_set_task` and :func:`word_count_task` gather what a vocabulary is trained from (the
-  distinct characters; the word count's in-mapper combiner,
-  :class:`spark_jobs.wordcount.combiner.BatchCounter`).
+- :func:`char_set_task`, :func:`word_count_task` and :func:`piece_count_task` gather what a
+  vocabulary is trained from (the distinct characters; the word count's in-mapper combiner,
+  :class:`spark_jobs.wordcount.combiner.BatchCounter`; the byte-level BPE trainer's pieces).
 - :func:`encode_task` tokenizes Arrow batches of documents with the broadcast tokenizer and appends
   the end-of-document id; tokens travel as little-endian bytes of the shard dtype.
 - :func:`write_task` writes each shard its partition holds with :func:`contracts.tokens.write_token_shard`
@@ -66,6 +66,22 @@ def word_count_task(split: str):
         yield counter.result()
 
     return count
+
+
+def piece_count_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``text`` in, (piece, count) of the partition out: the byte-level BPE trainer's word counts
+    (:class:`contracts.bpe_pieces.PieceCounter`)."""
+    from contracts.bpe_pieces import PieceCounter
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    counter = PieceCounter()
+    for batch in batches:
+        counter.add(batch.column(0).to_pylist())
+    counts = counter.counts()
+    yield pa.RecordBatch.from_arrays(
+        [pa.array(list(counts), pa.string()), pa.array(list(counts.values()), pa.int64())],
+        names=["piece", "count"],
+    )
 
 
 def encode_documents(tokenizer: Tokenizer, texts: list[str], dtype: str) -> list[bytes]:
