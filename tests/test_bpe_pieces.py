@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -133,3 +135,17 @@ def test_repeated_words_give_the_counts_back() -> None:
         for word in text.split():
             seen[word] = seen.get(word, 0) + 1
     assert seen == counts
+
+
+def test_real_books_encode_and_train_as_the_library_does(shared_data) -> None:
+    """The shared English books (BOM, CRLF) and Chinese classics, kept as they are on disk, one
+    document per paragraph: trained from piece counts and on the texts, then encoded both ways."""
+    texts: list[str] = []
+    for path in sorted(shared_data.glob("*/*.txt")):
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            texts += [p for p in re.split(r"(?:\r?\n){2,}", f.read()) if p]
+    counter = bpe_pieces.PieceCounter()
+    counter.add(texts)
+    direct = BpeTokenizer.train(iter([texts]), 2000)
+    assert BpeTokenizer.train_from_counts(counter.counts().items(), 2000).to_json() == direct.to_json()
+    assert direct.encode_batch_bytes(texts, U16) == library_bytes(direct, texts, U16)
