@@ -49,6 +49,15 @@ def byte_level_table() -> dict[int, str]:
     return table
 
 
+_BYTE_CHARS = str.maketrans(byte_level_table())
+
+
+def byte_level(piece: str) -> str:
+    """``piece`` as the ByteLevel pre-tokenizer maps it: its UTF-8 bytes, read as Latin-1, each
+    translated to its character (one ``str.translate``)."""
+    return piece.encode("utf-8").decode("latin-1").translate(_BYTE_CHARS)
+
+
 # Each code point is tried next to a letter, a digit, punctuation, a space and a newline: a code point
 # that the two sides put in different classes (letter, number, space, other) is cut differently.
 _PROBE = "a{0}1!{0} {0}\n"
@@ -103,8 +112,6 @@ class PieceEncoder:
         self.dtype = np.dtype(dtype)
         self.pattern = regex.compile(GPT2_PATTERN)
         self.check = CodePointCheck(self.pattern, pre_tokenizer)
-        # Byte-level mapping as one str.translate over the piece's UTF-8 bytes read as Latin-1.
-        self.byte_chars = str.maketrans(byte_level_table())
         self.known: dict[str, bytes] = {}
 
     def unsure_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -121,8 +128,7 @@ class PieceEncoder:
             known.clear()
             new = {p for text_pieces in pieces for p in text_pieces}
         for piece in new:
-            mapped = piece.encode("utf-8").decode("latin-1").translate(self.byte_chars)
-            ids = [token.id for token in self.model.tokenize(mapped)]
+            ids = [token.id for token in self.model.tokenize(byte_level(piece))]
             known[piece] = np.asarray(ids, dtype=self.dtype).tobytes()
         return [b"".join(map(known.__getitem__, text_pieces)) for text_pieces in pieces]
 
@@ -174,10 +180,9 @@ class PieceCounter:
 
     def counts(self) -> Counter[str]:
         """Byte-level mapped piece -> count."""
-        byte_chars = str.maketrans(byte_level_table())
         out = Counter(self.mapped)
         for piece, count in self.raw.items():
-            out[piece.encode("utf-8").decode("latin-1").translate(byte_chars)] += count
+            out[byte_level(piece)] += count
         return out
 
 
