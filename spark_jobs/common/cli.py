@@ -139,11 +139,20 @@ def failure_log(exc: BaseException) -> Path | None:
     import time
     import traceback
 
+    from spark_jobs.common.session.stderr_filter import diverted_text
+
     directory = Path(os.environ.get("SPARK_COLLAB_LOG_DIR") or tempfile.gettempdir())
     path = directory / f"spark-collab-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        text = "".join(traceback.format_exception(exc))
+        worker_stacks = diverted_text()
+        if worker_stacks:
+            text += (
+                "\nPython worker stacks kept off the terminal (lost connections to the JVM):\n"
+                + worker_stacks
+            )
+        path.write_text(text, encoding="utf-8")
     except OSError:
         return None
     return path

@@ -27,7 +27,6 @@ from spark_jobs.common.session.conf import (
 )
 from spark_jobs.common.session.jvm import (
     JVM_EXIT_WAIT_S,
-    JVM_NOISE_LINE,
     driver_jvm,
     jvm_exit_code,
     stop_session,
@@ -45,7 +44,6 @@ from spark_jobs.common.session.lifecycle import (
 __all__ = [
     "DEFAULT_CONF",
     "JVM_EXIT_WAIT_S",
-    "JVM_NOISE_LINE",
     "LOG4J_CONF",
     "PLAIN_START_ENV",
     "PROJECT_ROOT",

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+from spark_jobs.common.session.stderr_filter import JvmStderrFilter
+
 # How long a finished job waits for its driver JVM to exit (shutdown hooks: a second or two here).
 JVM_EXIT_WAIT_S = 30.0
-# The first line of every driver JVM that Spark 4 starts (it loads an incubating vector module). It
-# says nothing about the job and would land right before the job's own output, or its error line.
-JVM_NOISE_LINE = b"WARNING: Using incubator modules"
 
 
 def launch_gateway_quietly(props: Mapping[str, str]) -> None:
@@ -67,21 +66,20 @@ def _kill_child_processes() -> None:
 
 
 def _forward_jvm_stderr(read_end: int) -> None:
-    """Copy the JVM's stderr to ours byte for byte (Spark's warnings and errors), minus its first line
-    when that is :data:`JVM_NOISE_LINE`. Always drains the pipe, so the JVM never blocks on it."""
-    head: bytes | None = b""
+    """Copy the JVM's stderr to ours as it comes (Spark's warnings and errors), less what
+    :class:`JvmStderrFilter` keeps back. Always drains the pipe, so the JVM never blocks on it."""
+    keep_back = JvmStderrFilter()
     with os.fdopen(read_end, "rb", buffering=0) as pipe:
         while chunk := pipe.read(65536):
-            if head is not None:
-                head += chunk
-                if b"\n" not in head and len(head) < 4096:
-                    continue
-                first, _, rest = head.partition(b"\n")
-                chunk, head = (rest if first.startswith(JVM_NOISE_LINE) else head), None
-            with contextlib.suppress(OSError):  # our stderr closed: keep draining regardless
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(2, view) :]
+            _write_stderr(keep_back.feed(chunk))
+    _write_stderr(keep_back.close())
+
+
+def _write_stderr(data: bytes) -> None:
+    with contextlib.suppress(OSError):  # our stderr closed: keep draining regardless
+        view = memoryview(data)
+        while view:
+            view = view[os.write(2, view) :]
 
 
 def quiet_lost_jvm_connections(spark: SparkSession) -> None:

@@ -1,0 +1,72 @@
+"""The driver JVM's stderr filter: which text reaches the terminal, fed whole or byte by byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from spark_jobs.common.session import stderr_filter
+from spark_jobs.common.session.stderr_filter import JvmStderrFilter
+
+FIRST = b"WARNING: Using incubator modules: jdk.incubator.vector\n"
+# As a pyspark worker daemon prints it when the JVM hangs up on it mid-write.
+DAEMON_STACK = (
+    b"Traceback (most recent call last):\n"
+    b'  File "/x/.venv/lib/python3.11/site-packages/pyspark/python/lib/pyspark.zip/pyspark/daemon.py",'
+    b" line 264, in manager\n"
+    b'  File "/x/.venv/lib/python3.11/site-packages/pyspark/python/lib/pyspark.zip/pyspark/daemon.py",'
+    b" line 95, in worker\n"
+    b"BrokenPipeError: [Errno 32] Broken pipe\n"
+)
+USER_STACK = (
+    b"Traceback (most recent call last):\n"
+    b'  File "/x/job.py", line 3, in <module>\n'
+    b"    main()\n"
+    b"ValueError: bad value\n"
+)
+WARN = b"05:12:01 WARN SparkContext: something worth reading\n"
+
+
+def through(data: bytes, piece: int) -> bytes:
+    """``data`` fed in pieces of ``piece`` bytes (0: at once), then closed."""
+    keep_back = JvmStderrFilter()
+    if piece == 0:
+        return keep_back.feed(data) + keep_back.close()
+    out = b"".join(keep_back.feed(data[i : i + piece]) for i in range(0, len(data), piece))
+    return out + keep_back.close()
+
+
+@pytest.mark.parametrize("piece", [0, 1, 7])
+def test_noise_is_kept_back_and_the_rest_passes_in_order(piece: int) -> None:
+    data = FIRST + WARN + DAEMON_STACK + USER_STACK + WARN
+    assert through(data, piece) == WARN + USER_STACK + WARN
+
+
+@pytest.mark.parametrize("piece", [0, 1])
+def test_a_later_incubator_line_and_a_lost_connection_outside_pyspark_pass(piece: int) -> None:
+    own_eof = DAEMON_STACK.replace(b"pyspark/daemon.py", b"spark_jobs/wordcount/job.py").replace(
+        b"BrokenPipeError: [Errno 32] Broken pipe", b"EOFError"
+    )
+    data = WARN + FIRST + own_eof
+    assert through(data, piece) == data
+
+
+def test_an_unfinished_stack_comes_out_at_the_end() -> None:
+    cut = DAEMON_STACK[: DAEMON_STACK.rindex(b"BrokenPipe")]
+    assert through(WARN + cut, 0) == WARN + cut
+
+
+def test_partial_lines_pass_at_once_so_a_progress_bar_still_moves() -> None:
+    keep_back = JvmStderrFilter()
+    assert keep_back.feed(FIRST) == b""
+    assert keep_back.feed(b"[Stage 0:>   (0 + 2) / 2]\r") == b"[Stage 0:>   (0 + 2) / 2]\r"
+    assert keep_back.feed(b"[Stage 0:=>  (1 + 1) / 2]\r") == b"[Stage 0:=>  (1 + 1) / 2]\r"
+    assert keep_back.feed(b"\n") == b"\n"
+    # Only what could begin a traceback's first line waits for the rest of its line.
+    assert keep_back.feed(b"Trace") == b""
+    assert keep_back.feed(b"s of a run\n") == b"Traces of a run\n"
+
+
+def test_kept_back_stacks_are_there_for_the_failure_log() -> None:
+    marker = DAEMON_STACK.replace(b"line 95", b"line 95123")
+    through(FIRST + marker, 0)
+    assert "line 95123" in stderr_filter.diverted_text()
