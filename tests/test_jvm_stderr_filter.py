@@ -50,6 +50,15 @@ def test_a_later_incubator_line_and_a_lost_connection_outside_pyspark_pass(piece
     assert through(data, piece) == data
 
 
+@pytest.mark.parametrize("piece", [0, 1])
+def test_the_daemons_failed_flush_line_goes_with_its_stack(piece: int) -> None:
+    flush_failed = b"PySpark daemon failed to flush the output to the worker process:\n" + DAEMON_STACK
+    alone = b"PySpark daemon failed to flush the output to the worker process:\n"
+    assert through(WARN + flush_failed + WARN, piece) == WARN + WARN
+    # Not followed by a stack: nothing to hide, the line passes.
+    assert through(WARN + alone + WARN, piece) == WARN + alone + WARN
+
+
 def test_an_unfinished_stack_comes_out_at_the_end() -> None:
     cut = DAEMON_STACK[: DAEMON_STACK.rindex(b"BrokenPipe")]
     assert through(WARN + cut, 0) == WARN + cut

@@ -5,8 +5,9 @@ Two kinds of text say nothing to the user and are kept off the terminal:
 - the first line of every Spark 4 driver JVM (it loads an incubating vector module);
 - a Python worker's traceback that ends in a lost connection (``BrokenPipeError``, ``EOFError``,
   ...) raised in pyspark's worker daemon. The JVM hangs up on its Python workers when a job fails
-  or stops, and a worker caught mid-write prints its stack. The job's own one-line error (or its
-  result) is what matters; the stack is kept for the failure log (:func:`diverted_text`).
+  or stops, and a worker caught mid-write prints its stack (after the daemon's "failed to flush"
+  line, when that is where it failed). The job's own one-line error (or its result) is what
+  matters; the stack is kept for the failure log (:func:`diverted_text`).
 
 Everything else passes through unchanged and at once: partial lines (a console progress bar's
 ``\\r`` updates) are not held back, except a possible start of a traceback's first line.
@@ -19,6 +20,8 @@ from collections import deque
 
 JVM_NOISE_LINE = b"WARNING: Using incubator modules"
 TRACEBACK_HEAD = b"Traceback (most recent call last):"
+# The daemon's own line before the stack of a worker whose final flush failed.
+FLUSH_FAILED_HEAD = b"PySpark daemon failed to flush the output to the worker process:"
 # Exceptions a worker raises when the JVM end of its socket is gone.
 LOST_CONNECTION = (b"BrokenPipeError", b"ConnectionResetError", b"ConnectionAbortedError", b"EOFError")
 # A frame in pyspark's own worker code; tracebacks from user or project code are never diverted.
@@ -70,7 +73,9 @@ class JvmStderrFilter:
     def _partial(self, data: bytes) -> bytes:
         """The unterminated end of a chunk: passed on, unless it still has to be decided."""
         undecided = not self._first_line_seen and JVM_NOISE_LINE.startswith(data[: len(JVM_NOISE_LINE)])
-        maybe_head = not self._mid_line and TRACEBACK_HEAD.startswith(data[: len(TRACEBACK_HEAD)])
+        maybe_head = not self._mid_line and any(
+            head.startswith(data[: len(head)]) for head in (TRACEBACK_HEAD, FLUSH_FAILED_HEAD)
+        )
         if self._held is not None or undecided or maybe_head:
             self._pending = data
             return b""
@@ -87,7 +92,7 @@ class JvmStderrFilter:
                 return b""
         if self._held is not None:
             return self._traceback_line(line)
-        if starts_line and line.rstrip(b"\r\n") == TRACEBACK_HEAD:
+        if starts_line and line.rstrip(b"\r\n") in (TRACEBACK_HEAD, FLUSH_FAILED_HEAD):
             self._held = [line]
             return b""
         return line
@@ -98,6 +103,11 @@ class JvmStderrFilter:
         held.append(line)
         if line[:1] in (b" ", b"\t") and len(held) < MAX_HELD_LINES:
             return b""  # a frame or its source line
+        if len(held) == 2 and held[0].rstrip(b"\r\n") == FLUSH_FAILED_HEAD:
+            if line.rstrip(b"\r\n") == TRACEBACK_HEAD:
+                return b""  # the stack the daemon's line announces
+            self._held = None
+            return b"".join(held)
         self._held = None
         if line.startswith(LOST_CONNECTION) and any(
             frame in held_line for held_line in held for frame in PYSPARK_WORKER_FRAMES
