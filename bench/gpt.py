@@ -17,6 +17,10 @@ prepare.py splits it) with the project's char tokenizer.
     .venv/bin/python bench/gpt.py speed [--iters 60] [--rounds 3] [--threads 1]
     .venv/bin/python bench/gpt.py learn [--iters 2000] [--seeds 1337,0,1] [--nanogpt DIR]
     .venv/bin/python bench/gpt.py chinese [--iters 2000] [--vocab 8000]
+    .venv/bin/python bench/gpt.py shards --out DIR
+
+``shards``: only build those char token shards, for a machine without ``../shared`` (the GPU
+machine: ``bench/gpu_gpt.sh``).
 
 ``chinese``: 红楼梦 end to end. ``spark-collab corpus`` builds a ``words:V`` vocabulary from the
 ``cjk`` word count (paragraphs as documents, 10% of them in val), the CPU config trains on it, and
@@ -351,10 +355,19 @@ def main() -> None:
     p_chinese = sub.add_parser("chinese")
     p_chinese.add_argument("--iters", type=int, default=2000)
     p_chinese.add_argument("--vocab", type=int, default=8000)
+    p_shards = sub.add_parser("shards")
+    p_shards.add_argument("--out", required=True, help="a directory that does not exist yet")
     args = parser.parse_args()
-    for needed in (TINYSHAKESPEARE, HONGLOUMENG):
+    needs = (TINYSHAKESPEARE, HONGLOUMENG) if args.what == "chinese" else (TINYSHAKESPEARE,)
+    for needed in needs:
         if not needed.is_file():
             sys.exit(f"error: {needed} not found (the benchmarks need ../shared/data)")
+    if args.what == "shards":
+        out = Path(args.out)
+        if out.exists():
+            sys.exit(f"error: --out {out} exists; choose a new directory")
+        build_char_shards(out)
+        return
     {"speed": speed, "learn": learn, "chinese": chinese}[args.what](args)
 
 
