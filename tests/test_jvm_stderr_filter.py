@@ -75,7 +75,44 @@ def test_partial_lines_pass_at_once_so_a_progress_bar_still_moves() -> None:
     assert keep_back.feed(b"s of a run\n") == b"Traces of a run\n"
 
 
-def test_kept_back_stacks_are_there_for_the_failure_log() -> None:
+def test_kept_back_stacks_are_there_for_the_failure_log(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from spark_jobs.common.cli import failure_log
+
     marker = DAEMON_STACK.replace(b"line 95", b"line 95123")
     through(FIRST + marker, 0)
     assert "line 95123" in stderr_filter.diverted_text()
+    monkeypatch.setenv("SPARK_COLLAB_LOG_DIR", str(tmp_path))
+    log = failure_log(ValueError("the job's own failure"))
+    assert log is not None
+    text = log.read_text()
+    assert "ValueError: the job's own failure" in text and "line 95123" in text
+
+
+def test_a_worker_stack_sent_through_the_driver_jvm_is_kept_back(spark, capfd) -> None:  # type: ignore[no-untyped-def]
+    """The wiring: what a Python worker writes to stderr reaches ours through the driver JVM's
+    forwarder, which holds the lost-connection stack back and keeps it for the failure log."""
+    import time
+
+    from spark_jobs.common.session import driver_jvm
+
+    if driver_jvm() is None:
+        pytest.skip("the session's JVM was not started by this process (its stderr is not filtered here)")
+    noise = (DAEMON_STACK.replace(b"line 95", b"line 95777") + b"worker marker 41\n").decode()
+
+    def write_to_worker_stderr(rows):  # type: ignore[no-untyped-def]
+        # Runs in a Python worker (pickled by value: the test module is not importable there).
+        import sys
+
+        sys.stderr.write(noise)
+        sys.stderr.flush()
+        yield from rows
+
+    spark.sparkContext.parallelize([1], 1).mapPartitions(write_to_worker_stderr).collect()
+    err = ""
+    deadline = time.monotonic() + 20
+    while "worker marker 41" not in err and time.monotonic() < deadline:
+        time.sleep(0.2)
+        err += capfd.readouterr().err
+    assert "worker marker 41" in err
+    assert "line 95777" not in err and "BrokenPipeError" not in err
+    assert "line 95777" in stderr_filter.diverted_text()
