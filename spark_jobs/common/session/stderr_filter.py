@@ -101,13 +101,15 @@ class JvmStderrFilter:
         held = self._held
         assert held is not None
         held.append(line)
-        if line[:1] in (b" ", b"\t") and len(held) < MAX_HELD_LINES:
-            return b""  # a frame or its source line
-        if len(held) == 2 and held[0].rstrip(b"\r\n") == FLUSH_FAILED_HEAD:
-            if line.rstrip(b"\r\n") == TRACEBACK_HEAD:
-                return b""  # the stack the daemon's line announces
-            self._held = None
-            return b"".join(held)
+        in_stack = line[:1] in (b" ", b"\t")  # a frame or its source line
+        # The stack that the daemon's "failed to flush" line announces.
+        announced = (
+            len(held) == 2
+            and held[0].rstrip(b"\r\n") == FLUSH_FAILED_HEAD
+            and line.rstrip(b"\r\n") == TRACEBACK_HEAD
+        )
+        if (in_stack or announced) and len(held) < MAX_HELD_LINES:
+            return b""
         self._held = None
         if line.startswith(LOST_CONNECTION) and any(
             frame in held_line for held_line in held for frame in PYSPARK_WORKER_FRAMES
