@@ -12,7 +12,7 @@ from restart_runs import sets
 from train_shards import blob_shards
 
 from contracts.heartbeat import Beat
-from spark_jobs.launch.health import SilentRank, culprit, find_stalled
+from spark_jobs.launch.health import SilentRank, culprit, find_stalled, stalled_together
 
 pytestmark = pytest.mark.distributed
 
@@ -62,3 +62,20 @@ def test_only_started_unfinished_ranks_older_than_the_timeout_are_stalled(tmp_pa
     write_json_atomic(tmp_path / "rank-2.beat", asdict(Beat(rank=2, step=3, unix=90.0, pid=102)))
     stalled = find_stalled(tmp_path, stall_timeout_s=5, done={2}, now=110.0)
     assert [(s.rank, s.step, s.pid) for s in stalled] == [(0, 7, None)]  # pid None: another host
+
+
+def test_ranks_that_went_silent_with_the_first_one_are_judged_with_it(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from contracts.atomic import write_json_atomic
+
+    for r in range(3):
+        (tmp_path / f"rank-{r}.pid").write_text(f"{100 + r} otherhost")
+    # Rank 0 waits in a collective since its beat at step 8; rank 1, the one that stopped, beat last
+    # at step 12, a little later; rank 2 is still making progress.
+    write_json_atomic(tmp_path / "rank-0.beat", asdict(Beat(rank=0, step=8, unix=100.0, pid=100)))
+    write_json_atomic(tmp_path / "rank-1.beat", asdict(Beat(rank=1, step=12, unix=101.0, pid=101)))
+    write_json_atomic(tmp_path / "rank-2.beat", asdict(Beat(rank=2, step=30, unix=108.5, pid=102)))
+    assert stalled_together(tmp_path, stall_timeout_s=8, done=set(), now=107.0) == []
+    together = stalled_together(tmp_path, stall_timeout_s=8, done=set(), now=108.5)
+    assert [s.rank for s in together] == [0, 1]  # only rank 0 is past 8 s yet

@@ -32,7 +32,7 @@ from contracts.heartbeat import BEAT_KIND, read_beat
 from spark_jobs.launch import status
 from spark_jobs.launch.diagnosis import diagnose, tail
 from spark_jobs.launch.errors import LaunchError, LaunchTimeout, RankStalled, RestartRecord
-from spark_jobs.launch.health import collect_stacks, culprit, find_stalled
+from spark_jobs.launch.health import collect_stacks, culprit, stalled_together
 from spark_jobs.launch.reference import split_reference
 from spark_jobs.launch.retry import with_restarts
 from spark_jobs.launch.torchrun import (
@@ -77,7 +77,7 @@ def _kill_launch(launch_dir: Path, launch_id: str) -> None:
 def _stalled(launch_dir: Path, stall_timeout_s: float) -> RankStalled | None:
     """A :class:`RankStalled` naming the rank to blame, with stacks, when ranks went silent."""
     done = status.ranks_with(launch_dir, status.OK) | status.ranks_with(launch_dir, status.ERROR)
-    silent = find_stalled(launch_dir, stall_timeout_s, done)
+    silent = stalled_together(launch_dir, stall_timeout_s, done)
     if not silent:
         return None
     silent = collect_stacks(launch_dir, silent)

@@ -2,7 +2,8 @@
 
 Every rank writes ``rank-<r>.beat`` (:mod:`contracts.heartbeat`) at least every half second while
 it takes steps. :func:`find_stalled` reads them: a rank that has beaten at least once, has not finished
-or failed, and whose newest beat is older than ``launch.stall_timeout_s`` is stalled. Start-up
+or failed, and whose newest beat is older than ``launch.stall_timeout_s`` is stalled
+(:func:`stalled_together` adds the ranks that went silent with it). Start-up
 (interpreter, imports, rendezvous, data loading) is not judged: its length depends on the machine's
 load, and ``launch.timeout_s`` bounds it. :func:`collect_stacks` then asks each such rank for its Python stacks: it sends
 ``SIGUSR1``, which the rank's faulthandler answers by writing every thread's stack into
@@ -75,6 +76,23 @@ def find_stalled(
         if beat is not None and now - beat.unix > stall_timeout_s:
             silent.append(SilentRank(rank, beat.step, now - beat.unix, local_pid(launch_dir, rank)))
     return sorted(silent, key=lambda s: s.rank)
+
+
+def stalled_together(
+    launch_dir: Path, stall_timeout_s: float, done: set[int], now: float | None = None
+) -> list[SilentRank]:
+    """Nothing while no rank has been silent for ``stall_timeout_s``; once one has, every rank silent
+    for half of it: the candidates to blame.
+
+    Ranks waiting for a stalled peer go silent at about the moment it does, but each one's newest
+    beat can be older or newer than the culprit's by up to a step (beats are written on steps, at
+    most every half second). So the first rank past the timeout is often a waiting one, and the
+    culprit, silent just as long give or take a step, must be judged with it.
+    """
+    now = time.time() if now is None else now
+    if not find_stalled(launch_dir, stall_timeout_s, done, now):
+        return []
+    return find_stalled(launch_dir, stall_timeout_s / 2, done, now)
 
 
 def collect_stacks(launch_dir: Path, ranks: list[SilentRank]) -> list[SilentRank]:
