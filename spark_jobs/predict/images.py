@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from spark_jobs.common.errors import JobInputError
 from spark_jobs.common.output import staged_output
-from spark_jobs.predict.api import SHOWN_BAD_IDS, PredictOptions, PredictSummary
+from spark_jobs.predict.api import PredictOptions, PredictSummary
 from spark_jobs.predict.report import (
     CONFUSION_PLOT,
     PREDICTIONS_DIR,
@@ -30,6 +30,7 @@ from spark_jobs.predict.report import (
     confusion_matrix,
     plot_confusion,
 )
+from spark_jobs.predict.tally import smallest_bad_ids
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -262,8 +263,6 @@ class Tally:
 def tally(spark: SparkSession, predictions: Path, has_label: bool) -> Tally:
     """Count rows, malformed rows and (label, prediction) pairs of the written predictions; the
     smallest malformed ids are looked up only when there are any."""
-    from pyspark.sql import functions as F
-
     written = spark.read.parquet(str(predictions))
     groups = written.groupBy(*(["label"] if has_label else []), "prediction").count().collect()
     rows = sum(int(g["count"]) for g in groups)
@@ -273,10 +272,7 @@ def tally(spark: SparkSession, predictions: Path, has_label: bool) -> Tally:
         for g in groups
         if has_label and g["label"] is not None and g["prediction"] is not None
     }
-    ids: list[int] = []
-    if bad_rows:
-        bad = written.where(F.col("prediction").isNull()).select("id").orderBy("id").limit(SHOWN_BAD_IDS)
-        ids = [int(r[0]) for r in bad.collect()]
+    ids = smallest_bad_ids(written, "prediction") if bad_rows else []
     return Tally(rows=rows, bad_rows=bad_rows, bad_row_ids=ids, pairs=pairs)
 
 

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from spark_jobs.common.errors import JobInputError
 from spark_jobs.common.output import staged_output
-from spark_jobs.predict.api import SHOWN_BAD_IDS, PredictOptions, PredictSummary
+from spark_jobs.predict.api import PredictOptions, PredictSummary
 from spark_jobs.predict.lm_shards import check_token_shards, shard_documents, shard_scores_frame, token_shards
 from spark_jobs.predict.report import PREDICTIONS_DIR, REPORT
+from spark_jobs.predict.tally import WrittenTally, tally_written
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -113,14 +114,14 @@ def scores_frame(docs: DataFrame, lm: LanguageModel, opts: PredictOptions, torch
     return scored.unionByName(nulls)
 
 
-def refuse_bad_rows(frame: DataFrame, result_col: str, opts: PredictOptions, what: str) -> None:
-    """``--bad-rows fail``: JobInputError naming the first ids whose ``result_col`` is null, if any."""
-    bad = frame.where(f"{result_col} IS NULL").select("id").orderBy("id").limit(SHOWN_BAD_IDS)
-    ids = [str(r[0]) for r in bad.collect()]
-    if ids:
+def refuse_bad_rows(counts: WrittenTally, opts: PredictOptions, what: str) -> None:
+    """``--bad-rows fail``: JobInputError naming the first malformed ids, if there are any (raised
+    inside the staged output, so the rows written so far are removed)."""
+    if opts.bad_rows == "fail" and counts.bad_rows:
+        named = f", ids {', '.join(map(str, counts.bad_row_ids))}" if counts.bad_row_ids else ""
         raise JobInputError(
-            f"--input {opts.input}: {what} that are null or hold characters outside the run's "
-            f"vocabulary, ids {', '.join(ids)}; fix or drop them, or pass --bad-rows null"
+            f"--input {opts.input}: {counts.bad_rows} {what} that are null or hold characters outside "
+            f"the run's vocabulary{named}; fix or drop them, or pass --bad-rows null"
         )
 
 
@@ -133,30 +134,23 @@ def with_perplexity(scored: DataFrame) -> DataFrame:
 
 
 def write_report(
-    spark: SparkSession, staging: Path, opts: PredictOptions, lm: LanguageModel, split: str | None
+    staging: Path, opts: PredictOptions, lm: LanguageModel, counts: WrittenTally, split: str | None
 ) -> dict[str, Any]:
-    """report.json from the written scores (read back: one aggregate); ``split``: the token shards'
-    split scored, None for text input."""
-    from pyspark.sql import functions as F
-
+    """report.json from the tally of the written scores; ``split``: the token shards' split scored,
+    None for text input."""
     from contracts.atomic import write_json_atomic
 
-    written = spark.read.parquet(str(staging / PREDICTIONS_DIR))
-    totals = written.agg(
-        F.count("*").alias("docs"), F.sum("tokens").alias("tokens"), F.sum("loss_sum").alias("loss")
-    ).first()
-    bad = written.where(F.col("tokens").isNull())
-    tokens = int(totals["tokens"] or 0)
-    corpus_loss = float(totals["loss"]) / tokens if tokens else None
+    tokens = int(counts.sums["tokens"] or 0)
+    corpus_loss = float(counts.sums["loss_sum"]) / tokens if tokens else None
     report = {
         "run": opts.run,
         "model": lm.description,
         "input": opts.input,
         **({"split": split} if split is not None else {}),
-        "rows": int(totals["docs"]),
+        "rows": counts.rows,
         "tokens": tokens,
-        "bad_rows": bad.count(),
-        "bad_row_ids": [int(r[0]) for r in bad.select("id").orderBy("id").limit(SHOWN_BAD_IDS).collect()],
+        "bad_rows": counts.bad_rows,
+        "bad_row_ids": counts.bad_row_ids,
         "corpus_loss": corpus_loss,
         "corpus_perplexity": math.exp(corpus_loss) if corpus_loss is not None else None,
     }
@@ -202,13 +196,10 @@ def score(
             if shards is None
             else shard_scores_frame(docs, lm, opts, torch_threads)
         )
-        frame = with_perplexity(scored)
-        if opts.bad_rows == "fail":
-            frame = frame.cache()
-            refuse_bad_rows(frame, "tokens", opts, "documents")
-        frame.write.parquet(str(staging / PREDICTIONS_DIR))
-        frame.unpersist()
-        report = write_report(spark, staging, opts, lm, None if shards is None else opts.split)
+        with_perplexity(scored).write.parquet(str(staging / PREDICTIONS_DIR))
+        counts = tally_written(spark, staging / PREDICTIONS_DIR, "tokens", sums=("tokens", "loss_sum"))
+        refuse_bad_rows(counts, opts, "documents")
+        report = write_report(staging, opts, lm, counts, None if shards is None else opts.split)
     return PredictSummary(
         rows=report["rows"],
         bad_rows=report["bad_rows"],

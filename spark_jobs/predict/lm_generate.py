@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.common.output import staged_output
-from spark_jobs.predict.api import SHOWN_BAD_IDS, PredictOptions, PredictSummary
+from spark_jobs.predict.api import PredictOptions, PredictSummary
 from spark_jobs.predict.report import PREDICTIONS_DIR, REPORT
+from spark_jobs.predict.tally import WrittenTally, tally_written
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -78,30 +79,19 @@ def completions_frame(
 
 
 def write_report(
-    spark: SparkSession, staging: Path, opts: PredictOptions, lm: LanguageModel
+    staging: Path, opts: PredictOptions, lm: LanguageModel, counts: WrittenTally
 ) -> dict[str, Any]:
-    """report.json from the written completions (read back)."""
-    from pyspark.sql import functions as F
-
+    """report.json from the tally of the written completions."""
     from contracts.atomic import write_json_atomic
 
-    written = spark.read.parquet(str(staging / PREDICTIONS_DIR))
-    bad = written.where(F.col("completion").isNull())
     report = {
         "run": opts.run,
         "model": lm.description,
         "input": opts.input,
         "generate": asdict(opts.generation()),
-        "rows": written.count(),
-        "bad_rows": bad.count(),
-        "bad_row_ids": [
-            int(r[0])
-            for r in bad.where(F.col("id").isNotNull())
-            .select("id")
-            .orderBy("id")
-            .limit(SHOWN_BAD_IDS)
-            .collect()
-        ],
+        "rows": counts.rows,
+        "bad_rows": counts.bad_rows,
+        "bad_row_ids": counts.bad_row_ids,
     }
     write_json_atomic(staging / REPORT, report)
     return report
@@ -118,13 +108,10 @@ def complete(spark: SparkSession, opts: PredictOptions, lm: LanguageModel) -> Pr
         if opts.partitions:
             prompts = prompts.repartition(opts.partitions)
         staging.mkdir(parents=True)
-        frame = completions_frame(prompts, lm, opts, torch_threads)
-        if opts.bad_rows == "fail":
-            frame = frame.cache()
-            refuse_bad_rows(frame, "completion", opts, "prompts")
-        frame.write.parquet(str(staging / PREDICTIONS_DIR))
-        frame.unpersist()
-        report = write_report(spark, staging, opts, lm)
+        completions_frame(prompts, lm, opts, torch_threads).write.parquet(str(staging / PREDICTIONS_DIR))
+        counts = tally_written(spark, staging / PREDICTIONS_DIR, "completion")
+        refuse_bad_rows(counts, opts, "prompts")
+        report = write_report(staging, opts, lm, counts)
     return PredictSummary(
         rows=report["rows"],
         bad_rows=report["bad_rows"],
