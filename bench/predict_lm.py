@@ -14,7 +14,8 @@ ratio against the torch loop:
 - ``spark``: :func:`spark_jobs.predict.predict` on local[2]: tokenized and scored in the executors
              (``predict_batch_udf``, model loaded once per Python worker, one torch thread each),
              Parquet output plus the report.
-- fixed cost: the Spark job on the first ``--small`` documents.
+- fixed cost: the Spark job on the first ``--small`` documents with the Python workers up (best
+  of 3); the session's first job, which also starts them, is printed apart.
 
 Data: tinyshakespeare's paragraphs repeated until the corpus holds ``--mb`` MB of text, written
 as 8 Parquet files (id, text). The model: a GPT of ``--layers`` x ``--dims`` (block 64) trained
@@ -158,7 +159,7 @@ def main() -> int:
     parser.add_argument("--mb", type=float, default=50.0, help="megabytes of text to score")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--dims", type=int, default=64)
-    parser.add_argument("--small", type=int, default=1000, help="documents of the fixed-cost run")
+    parser.add_argument("--small", type=int, default=100, help="documents of the fixed-cost run")
     parser.add_argument("--batched-mb", type=float, default=5.0, help="MB scored by the batched torch peer")
     args = parser.parse_args()
     if not SHAKESPEARE.is_file():
@@ -187,11 +188,14 @@ def main() -> int:
         predict(spark, PredictOptions(run=str(run), input=str(source), output=str(tmp / name)))
         return time.perf_counter() - t
 
-    job(small, "warm")
-    fixed_s = job(small, "fixed")
-    print(f"  (fixed_s = {fixed_s:.2f})", flush=True)
+    # The session's first job starts the Python workers (torch import, model load): the cost a
+    # one-job command pays on top of the warm fixed cost, measured after the full run.
+    cold_s = job(small, "cold")
+    print(f"  (first job of the session, {args.small} documents: {cold_s:.2f}s)", flush=True)
     spark_s = job(data, "out")
     print(f"  (spark_s = {spark_s:.2f})", flush=True)
+    fixed_s = min(job(small, f"fixed-{i}") for i in range(3))
+    print(f"  (fixed_s = {fixed_s:.2f}, best of 3)", flush=True)
     spark.stop()
     batched = torch_batched(data, run, args.batched_mb)
     print(f"  (torch_batched_s = {batched['total_s']:.2f} for {batched['tokens']} tokens)", flush=True)
@@ -219,8 +223,8 @@ def main() -> int:
     print(f"  predict / batched torch: {spark_rate / batched_rate:.2f}x")
     marginal = tokens / max(spark_s - fixed_s, 1e-9)
     print(
-        f"  fixed cost (job on {args.small} documents): {fixed_s:.2f}s; Spark's overhead dominates below "
-        f"~{fixed_s * marginal:,.0f} tokens"
+        f"  fixed cost (job on {args.small} documents, workers up): {fixed_s:.2f}s; Spark's overhead "
+        f"dominates below ~{fixed_s * marginal:,.0f} tokens; the session's first job took {cold_s:.2f}s"
     )
     return 0
 
