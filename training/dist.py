@@ -15,6 +15,7 @@ code path, collectives included, runs everywhere.
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import socket
 import sys
@@ -121,6 +122,12 @@ def distributed(use_gpu: bool = False, timeout_s: float = 600.0) -> Iterator[Dis
         torch.cuda.set_device(device)
     backend = backend_for(device)
     timeout = timedelta(seconds=timeout_s)
+    # training.checkpoint imports torch.distributed.checkpoint only when a checkpoint is saved or
+    # resumed (inference never needs it). Imported for the first time while a gloo group exists,
+    # it leaves three gloo threads running after destroy_process_group() (torch 2.13); imported
+    # before the group, none.
+    importlib.import_module("torch.distributed.checkpoint.state_dict")
+
     global _incarnation
     _incarnation += 1
     if "MASTER_ADDR" in os.environ and "RANK" in os.environ:
