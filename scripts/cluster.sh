@@ -68,6 +68,15 @@ alive() {
     echo "$pid"
 }
 
+# running PID: the process exists and has not exited (a zombie has). Unlike `alive`, no marker is
+# read: while a daemon execs (setsid, then spark-class, then java) the kernel shows its environment
+# empty for an instant, and a wait loop that read it then would take a starting master for dead.
+running() {
+    local state
+    state="$(sed -E 's/^[0-9]+ \(.*\) (.).*/\1/' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
 # Every process a daemon starts (executors, Python workers, torch ranks) inherits its environment,
 # so the marker finds them even if they left the daemon's process group.
 # marked_pids NAME: processes of daemon NAME; marked_pids "": processes of any daemon of this cluster.
@@ -176,15 +185,20 @@ cmd_up() {
     done
 
     # Up means usable: every worker registered with the master.
-    local deadline=$((SECONDS + CLUSTER_START_TIMEOUT)) n=0
+    local deadline=$((SECONDS + CLUSTER_START_TIMEOUT)) n=0 master_pid
+    master_pid="$(cat "$PID_DIR/master.pid")"
     while [ "$SECONDS" -lt "$deadline" ]; do
         n="$(alive_workers)"
         [ "$n" -ge "$CLUSTER_WORKERS" ] && break
-        alive master >/dev/null || break
+        running "$master_pid" || break
         sleep 0.5
     done
     if [ "$n" -lt "$CLUSTER_WORKERS" ]; then
-        echo "error: only $n of $CLUSTER_WORKERS workers registered with $MASTER_URL within ${CLUSTER_START_TIMEOUT}s" >&2
+        if running "$master_pid"; then
+            echo "error: only $n of $CLUSTER_WORKERS workers registered with $MASTER_URL within ${CLUSTER_START_TIMEOUT}s" >&2
+        else
+            echo "error: the master (pid $master_pid) exited before $CLUSTER_WORKERS workers registered with $MASTER_URL" >&2
+        fi
         for f in "$LOG_DIR"/*.out; do echo "--- $f" >&2; tail -n 15 "$f" >&2; done
         exit 1
     fi

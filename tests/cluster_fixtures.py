@@ -201,7 +201,8 @@ SUBMIT_CONF = {
 }
 
 
-def start_cluster(directory: Path, workers: int = 2) -> Cluster:
+def new_cluster(directory: Path, workers: int = 2, **env: str) -> Cluster:
+    """A cluster on free ports, not started; ``env``: extra variables for scripts/cluster.sh."""
     cluster = Cluster(directory=directory, master_port=free_port(), webui_port=free_port(), workers=workers)
     cluster.env = {
         **os.environ,
@@ -214,7 +215,13 @@ def start_cluster(directory: Path, workers: int = 2) -> Cluster:
         "CLUSTER_WORKER_MEMORY": "1g",
         "CLUSTER_STOP_GRACE": "3",
         "PYTHON": sys.executable,
+        **env,
     }
+    return cluster
+
+
+def start_cluster(directory: Path, workers: int = 2) -> Cluster:
+    cluster = new_cluster(directory, workers)
     # What `make dist` builds, shipped the way docs/cluster.md says.
     subprocess.run(
         [

@@ -29,6 +29,7 @@ from cluster_fixtures import (
     free_port,
     listening_addresses,
     marked_pids,
+    new_cluster,
     start_cluster,
     submit_command,
     submit_env,
@@ -52,6 +53,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         live.down()
         left = marked_pids(directory)
         assert not left, f"cluster processes left after cluster.sh down: {left}"
+
+
+def test_up_says_at_once_that_the_master_exited(tmp_path: Path) -> None:
+    # Daemons whose JVM cannot start (a heap too small to boot) exit at once. `up` must say so
+    # without waiting out the registration timeout, show their logs, and leave nothing running.
+    broken = new_cluster(tmp_path, SPARK_DAEMON_MEMORY="1k", CLUSTER_START_TIMEOUT="120")
+    started = time.monotonic()
+    proc = broken.script("up")
+    assert proc.returncode == 1
+    assert time.monotonic() - started < 60
+    assert f"the master (pid {broken.pid('master')}) exited before 2 workers registered" in proc.stderr
+    assert "Too small maximum heap" in proc.stderr  # the master's log, shown
+    broken.down()
+    assert not marked_pids(tmp_path)
 
 
 @pytest.fixture(scope="module")
