@@ -22,8 +22,8 @@ the middle of an epoch); it is gathered with the RNG states and handed back to t
 
 ``torch.distributed.checkpoint`` is imported where a checkpoint is saved or resumed, not with the
 module: it costs about 0.8 s to import, and the inference path (every Python worker of
-``spark-collab predict``, ``spark-collab generate``) only reads a model's weights. Training imports it before its process
-group exists (:func:`training.dist.distributed` says why).
+``spark-collab predict``, ``spark-collab generate``) only reads a model's weights. Training
+imports it before its process group exists (:func:`training.dist.distributed` says why).
 """
 
 from __future__ import annotations
